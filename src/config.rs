@@ -1,0 +1,498 @@
+//! Deploy profiles: the typed, strict TOML a node is started with. Unknown keys are errors and
+//! every default is documented on its field (see `deploy/profiles/reference.toml`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Why a profile was refused. Always names the file, and the key when there is one.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("{file}: key `{key}`: {reason}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+/// A whole profile.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(default)]
+    pub node: NodeConfig,
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    pub routes: RoutesConfig,
+    #[serde(default)]
+    pub etcd: EtcdConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `workers = 2` or `workers = "auto"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workers {
+    /// One worker per CPU this process may run on.
+    Auto,
+    Count(usize),
+}
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(i64),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Count(n) if (1..=1024).contains(&n) => Ok(Workers::Count(n as usize)),
+            Raw::Count(n) => Err(serde::de::Error::custom(format!(
+                "workers must be between 1 and 1024, got {n}"
+            ))),
+            Raw::Word(w) if w == "auto" => Ok(Workers::Auto),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "workers must be a number or \"auto\", got {w:?}"
+            ))),
+        }
+    }
+}
+
+/// The io driver a worker runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoDriver {
+    /// io_uring when the kernel allows it, else epoll.
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+/// `[node]`: workers and their event loops.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Number of worker threads. Default `"auto"`: one per allowed CPU.
+    pub workers: Workers,
+    /// Pin each worker to its own CPU. Default `true`.
+    pub pin_workers: bool,
+    /// Event loop. Default `"auto"` (io_uring, epoll where io_uring is unavailable).
+    pub io_driver: IoDriver,
+    /// io_uring submission queue entries per worker. Default 1024.
+    pub ring_entries: u32,
+    /// io_uring `COOP_TASKRUN` + `SINGLE_ISSUER` (+ `DEFER_TASKRUN`): fewer interrupts and
+    /// cheaper completions; needs Linux 6.1. Default `true` (falls back when refused).
+    pub ring_fast_flags: bool,
+    /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT. Default 30.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            workers: Workers::Auto,
+            pin_workers: true,
+            io_driver: IoDriver::Auto,
+            ring_entries: 1024,
+            ring_fast_flags: true,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerRole {
+    /// Services of this host call the mesh: every route is reachable.
+    Mesh,
+    /// The public edge: only allow-listed routes.
+    Edge,
+}
+
+/// `[[listener]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// Address to bind, e.g. `127.0.0.1:9003`. Every worker binds it with SO_REUSEPORT.
+    pub addr: SocketAddr,
+    /// `mesh` (default) or `edge`.
+    #[serde(default = "default_role")]
+    pub role: ListenerRole,
+    /// Listen backlog. Default 1024.
+    #[serde(default = "default_backlog")]
+    pub backlog: i32,
+}
+
+fn default_role() -> ListenerRole {
+    ListenerRole::Mesh
+}
+
+fn default_backlog() -> i32 {
+    1024
+}
+
+/// Where routes come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteSourceKind {
+    File,
+    Etcd,
+}
+
+/// `[routes]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutesConfig {
+    /// `file` or `etcd`.
+    pub source: RouteSourceKind,
+    /// Routes file (for `source = "file"`), relative to the profile's directory.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Last-known-good snapshot written after every successful apply, read when etcd is down.
+    #[serde(default)]
+    pub snapshot: Option<PathBuf>,
+    /// How often the routes file is checked for changes, in milliseconds. Default 500.
+    #[serde(default = "default_poll_ms")]
+    pub file_poll_ms: u64,
+}
+
+fn default_poll_ms() -> u64 {
+    500
+}
+
+/// `[etcd]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// Default `["http://127.0.0.1:2379"]`.
+    pub endpoints: Vec<String>,
+    /// Key prefix. Default `/vulcand`.
+    pub prefix: String,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            endpoints: vec!["http://127.0.0.1:2379".to_string()],
+            prefix: "/vulcand".to_string(),
+        }
+    }
+}
+
+/// `[limits]`: what a client may send. Defaults follow nginx and HAProxy.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request head in bytes; beyond it 431. Default 32768.
+    pub max_head_bytes: usize,
+    /// Longest request target in bytes; beyond it 414. Default 16384.
+    pub max_target_bytes: usize,
+    /// Most header fields; beyond it 431. Default 100.
+    pub max_headers: usize,
+    /// Largest request body in bytes; beyond it 413. Default 0 = unlimited.
+    pub max_body_bytes: u64,
+    /// Read buffer per active connection in bytes. Default 16384.
+    pub buffer_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_head_bytes: 32 * 1024,
+            max_target_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body_bytes: 0,
+            buffer_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// `[timeouts]`, all in milliseconds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// Time to receive a whole request head once its first byte arrived (408). Default 10000.
+    pub header_ms: u64,
+    /// How long an idle keep-alive client connection is kept. Default 60000.
+    pub keepalive_ms: u64,
+    /// Longest pause between two reads of a request body (408). Default 30000.
+    pub body_ms: u64,
+    /// Upstream connect deadline (502). Default 3000.
+    pub connect_ms: u64,
+    /// Longest wait for the upstream's response head, or between two body reads (504).
+    /// Default 30000.
+    pub upstream_read_ms: u64,
+    /// Longest wait for a write to either peer to make progress. Default 30000.
+    pub send_ms: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            header_ms: 10_000,
+            keepalive_ms: 60_000,
+            body_ms: 30_000,
+            connect_ms: 3_000,
+            upstream_read_ms: 30_000,
+            send_ms: 30_000,
+        }
+    }
+}
+
+/// `[upstream]`: the per-worker keep-alive pools and passive health.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Idle connections kept per server, per worker. Default 64.
+    pub max_idle_per_server: usize,
+    /// How long an idle upstream connection is kept, ms. Default 30000.
+    pub idle_timeout_ms: u64,
+    /// Failures within `fail_timeout_ms` that mark a server down (nginx `max_fails`). Default 1.
+    pub max_fails: u32,
+    /// Window for counting failures, and how long a server stays down (nginx
+    /// `fail_timeout`), ms. Default 10000.
+    pub fail_timeout_ms: u64,
+    /// Attempts on other servers after a failure, when a retry is safe. Default 2.
+    pub max_retries: u32,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            max_idle_per_server: 64,
+            idle_timeout_ms: 30_000,
+            max_fails: 1,
+            fail_timeout_ms: 10_000,
+            max_retries: 2,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Loopback by default, e.g. `127.0.0.1:9090`.
+    pub addr: SocketAddr,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info` (default), `debug` or `trace`; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+        }
+    }
+}
+
+impl TimeoutsConfig {
+    pub fn header(&self) -> Duration {
+        Duration::from_millis(self.header_ms)
+    }
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_millis(self.keepalive_ms)
+    }
+    pub fn body(&self) -> Duration {
+        Duration::from_millis(self.body_ms)
+    }
+    pub fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+    pub fn upstream_read(&self) -> Duration {
+        Duration::from_millis(self.upstream_read_ms)
+    }
+    pub fn send(&self) -> Duration {
+        Duration::from_millis(self.send_ms)
+    }
+}
+
+impl Profile {
+    /// Read and validate a profile. Relative paths inside it are resolved against its directory.
+    pub fn load(path: &Path) -> Result<Profile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let mut profile = Profile::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(f) = profile.routes.file.as_mut() {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        if let Some(f) = profile.routes.snapshot.as_mut() {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        Ok(profile)
+    }
+
+    /// Parse and validate profile text; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Profile, ConfigError> {
+        let profile: Profile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        profile.validate(file)?;
+        Ok(profile)
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            reason,
+        };
+        if self.listeners.is_empty() {
+            return Err(invalid(
+                "listener",
+                "at least one [[listener]] is required".into(),
+            ));
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.name.is_empty() {
+                return Err(invalid(
+                    &format!("listener[{i}].name"),
+                    "must not be empty".into(),
+                ));
+            }
+            if self.listeners[..i].iter().any(|o| o.name == l.name) {
+                return Err(invalid(
+                    &format!("listener[{i}].name"),
+                    format!("duplicate listener name {:?}", l.name),
+                ));
+            }
+            if self.listeners[..i].iter().any(|o| o.addr == l.addr) {
+                return Err(invalid(
+                    &format!("listener[{i}].addr"),
+                    format!("{} is already used by another listener", l.addr),
+                ));
+            }
+            if l.backlog < 1 {
+                return Err(invalid(
+                    &format!("listener[{i}].backlog"),
+                    "must be at least 1".into(),
+                ));
+            }
+        }
+        match self.routes.source {
+            RouteSourceKind::File if self.routes.file.is_none() => {
+                return Err(invalid(
+                    "routes.file",
+                    "required when routes.source = \"file\"".into(),
+                ))
+            }
+            RouteSourceKind::Etcd if self.etcd.endpoints.is_empty() => {
+                return Err(invalid(
+                    "etcd.endpoints",
+                    "at least one endpoint is required".into(),
+                ))
+            }
+            _ => {}
+        }
+        if !self.etcd.prefix.starts_with('/') {
+            return Err(invalid("etcd.prefix", "must start with '/'".into()));
+        }
+        if self.routes.file_poll_ms == 0 {
+            return Err(invalid("routes.file_poll_ms", "must be at least 1".into()));
+        }
+        if !(2..=32768).contains(&self.node.ring_entries)
+            || !self.node.ring_entries.is_power_of_two()
+        {
+            return Err(invalid(
+                "node.ring_entries",
+                "must be a power of two between 2 and 32768".into(),
+            ));
+        }
+        let lim = &self.limits;
+        if lim.max_head_bytes < 1024 {
+            return Err(invalid(
+                "limits.max_head_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        if lim.max_target_bytes < 64 || lim.max_target_bytes > lim.max_head_bytes {
+            return Err(invalid(
+                "limits.max_target_bytes",
+                "must be at least 64 and at most limits.max_head_bytes".into(),
+            ));
+        }
+        if lim.max_headers == 0 {
+            return Err(invalid("limits.max_headers", "must be at least 1".into()));
+        }
+        if lim.buffer_bytes < 1024 {
+            return Err(invalid(
+                "limits.buffer_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        let t = &self.timeouts;
+        for (key, v) in [
+            ("timeouts.header_ms", t.header_ms),
+            ("timeouts.keepalive_ms", t.keepalive_ms),
+            ("timeouts.body_ms", t.body_ms),
+            ("timeouts.connect_ms", t.connect_ms),
+            ("timeouts.upstream_read_ms", t.upstream_read_ms),
+            ("timeouts.send_ms", t.send_ms),
+            ("upstream.idle_timeout_ms", self.upstream.idle_timeout_ms),
+            ("upstream.fail_timeout_ms", self.upstream.fail_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if self.upstream.max_fails == 0 {
+            return Err(invalid("upstream.max_fails", "must be at least 1".into()));
+        }
+        match self.log.level.as_str() {
+            "error" | "warn" | "info" | "debug" | "trace" => {}
+            other => {
+                return Err(invalid(
+                    "log.level",
+                    format!("must be error, warn, info, debug or trace, got {other:?}"),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Head limits for the codec.
+    pub fn head_limits(&self) -> crate::http::HeadLimits {
+        crate::http::HeadLimits {
+            max_head_bytes: self.limits.max_head_bytes,
+            max_target_bytes: self.limits.max_target_bytes,
+            max_headers: self.limits.max_headers,
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! ringway: a thread-per-core HTTP/1.1 service-mesh node.
+//!
+//! Pure parts (no I/O): [`http`] (codec), [`route`] (model, expressions, table), [`config`]
+//! (profiles). The data plane ([`dataplane`], monoio) and the control plane ([`control`],
+//! route sources) never import each other's runtime; they meet at [`route::RouteTable`]
+//! snapshots published through [`control::TableHandle`].
+
+pub mod config;
+pub mod control;
+pub mod dataplane;
+pub mod demo;
+pub mod http;
+pub mod node;
+pub mod route;

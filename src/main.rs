@@ -1,0 +1,53 @@
+//! The `ringway` command: the demo (no arguments), `run`, `check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A thread-per-core HTTP/1.1 service-mesh node: routes from vulcand's etcd layout or a file,
+/// io_uring workers pinned one per core.
+#[derive(Parser)]
+#[command(name = "ringway", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node from a deploy profile.
+    Run {
+        /// Profile TOML file (see deploy/profiles/).
+        #[arg(long, short)]
+        profile: PathBuf,
+    },
+    /// Validate a profile and its routes; print the compiled table, conflicts and skipped
+    /// values. Exits 1 when anything is wrong.
+    Check {
+        #[arg(long, short)]
+        profile: PathBuf,
+    },
+    /// Run the built-in demo: two small services and routes to them on loopback, no etcd.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None | Some(Command::Demo) => ringway::demo::run(),
+        Some(Command::Run { profile }) => ringway::node::run_profile(&profile),
+        Some(Command::Check { profile }) => ringway::node::check_profile(&profile),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

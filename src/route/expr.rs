@@ -1,0 +1,2 @@
+//! vulcand's route expression language (`Host`, `Path`, `PathRegexp`, `PathPrefix`, `Method`,
+//! `Header`, ... joined by `&&`) parsed once into typed matchers.

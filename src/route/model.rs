@@ -1,0 +1,76 @@
+//! vulcand's documents (backends, servers, frontends, middlewares) parsed from a [`KvSet`] into
+//! typed values. Bad documents are skipped and reported, never fatal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A frontend: a route expression bound to a backend.
+#[derive(Clone, Debug)]
+pub struct Frontend {
+    pub id: Arc<str>,
+    /// The route expression as written.
+    pub route: String,
+    /// Index into [`super::RouteTable::backends`].
+    pub backend: usize,
+    pub settings: FrontendSettings,
+    /// Middlewares sorted by priority then id.
+    pub middlewares: Vec<MiddlewareSpec>,
+}
+
+/// vulcand frontend `Settings`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FrontendSettings {
+    /// Forward the client's Host (true) or the server's host:port (false, vulcand's default).
+    pub pass_host_header: bool,
+    /// Keep client-supplied X-Forwarded-* fields (true) or replace them (false).
+    pub trust_forward_header: bool,
+    /// `Limits.MaxBodyBytes`: larger request bodies get 413.
+    pub max_body_bytes: Option<u64>,
+    /// `Hostname`, sent as Host upstream when set.
+    pub hostname: Option<String>,
+}
+
+/// A middleware attached to a frontend, kept as parsed JSON for the throttling layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MiddlewareSpec {
+    pub id: Arc<str>,
+    pub priority: i64,
+    pub kind: String,
+    pub config: serde_json::Value,
+}
+
+/// A backend: a set of servers and how to talk to them.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub id: Arc<str>,
+    pub settings: BackendSettings,
+    /// Servers sorted by id.
+    pub servers: Vec<Server>,
+}
+
+/// vulcand backend `Settings` (Go duration strings such as "5s" parsed).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BackendSettings {
+    /// `Timeouts.Read`: deadline for the upstream's response (head and each body read).
+    pub read_timeout: Option<Duration>,
+    /// `Timeouts.Dial`: connect deadline.
+    pub dial_timeout: Option<Duration>,
+    /// `KeepAlive.Period`: how long an idle upstream connection is kept.
+    pub keepalive_period: Option<Duration>,
+    /// `KeepAlive.MaxIdleConnsPerHost`.
+    pub max_idle_per_host: Option<usize>,
+}
+
+/// One server of a backend.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Server {
+    pub id: Arc<str>,
+    /// The URL as registered.
+    pub url: String,
+    pub addr: SocketAddr,
+    /// `host:port` of the URL, sent as Host when the frontend does not pass the client's.
+    pub authority: String,
+    /// Relative weight for round-robin (default 1).
+    pub weight: u32,
+}

@@ -1,0 +1,4 @@
+//! Integration tests: the real `ringway` binary against real TCP origins on loopback.
+
+mod cli;
+mod harness;
