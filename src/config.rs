@@ -214,8 +214,12 @@ pub struct LimitsConfig {
     pub max_headers: usize,
     /// Largest request body in bytes; beyond it 413. Default 0 = unlimited.
     pub max_body_bytes: u64,
-    /// Read buffer per active connection in bytes. Default 16384.
+    /// Size of the pooled buffers a connection borrows while a request or response is in
+    /// flight, in bytes. Default 16384.
     pub buffer_bytes: usize,
+    /// Buffer an idle keep-alive client connection keeps for its next request head, in bytes;
+    /// it grows up to `max_head_bytes` for larger heads. Default 1024.
+    pub idle_buffer_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -226,6 +230,7 @@ impl Default for LimitsConfig {
             max_headers: 100,
             max_body_bytes: 0,
             buffer_bytes: 16 * 1024,
+            idle_buffer_bytes: 1024,
         }
     }
 }
@@ -247,6 +252,9 @@ pub struct TimeoutsConfig {
     pub upstream_read_ms: u64,
     /// Longest wait for a write to either peer to make progress. Default 30000.
     pub send_ms: u64,
+    /// A protocol-switched tunnel (WebSocket) closes after this long without traffic in a
+    /// direction. Default 3600000 (one hour).
+    pub tunnel_idle_ms: u64,
 }
 
 impl Default for TimeoutsConfig {
@@ -258,6 +266,7 @@ impl Default for TimeoutsConfig {
             connect_ms: 3_000,
             upstream_read_ms: 30_000,
             send_ms: 30_000,
+            tunnel_idle_ms: 3_600_000,
         }
     }
 }
@@ -333,6 +342,9 @@ impl TimeoutsConfig {
     }
     pub fn send(&self) -> Duration {
         Duration::from_millis(self.send_ms)
+    }
+    pub fn tunnel_idle(&self) -> Duration {
+        Duration::from_millis(self.tunnel_idle_ms)
     }
 }
 
@@ -465,6 +477,7 @@ impl Profile {
             ("timeouts.connect_ms", t.connect_ms),
             ("timeouts.upstream_read_ms", t.upstream_read_ms),
             ("timeouts.send_ms", t.send_ms),
+            ("timeouts.tunnel_idle_ms", t.tunnel_idle_ms),
             ("upstream.idle_timeout_ms", self.upstream.idle_timeout_ms),
             ("upstream.fail_timeout_ms", self.upstream.fail_timeout_ms),
         ] {

@@ -1,2 +1,17 @@
 //! Data plane: worker threads pinned one per core, each a monoio runtime owning its listeners,
-//! client connections, upstream keep-alive pool and counters.
+//! client connections, upstream keep-alive pool, buffers and counters. Workers only *read*
+//! route snapshots from the control plane; nothing on the request path takes a lock.
+
+mod buffers;
+mod conn;
+mod error;
+mod exchange;
+mod gather;
+mod respond;
+mod shutdown;
+mod tunnel;
+mod upstream;
+mod view;
+mod worker;
+
+pub use worker::{start, DataPlaneConfig, Driver, WorkerSet};

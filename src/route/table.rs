@@ -97,3 +97,25 @@ pub fn compile(kv: &KvSet, opts: &CompileOptions) -> Compiled {
         report: Report::default(),
     }
 }
+
+impl RouteTable {
+    /// Human-readable listing for `ringway check`.
+    pub fn render(&self, report: &Report) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for f in &self.frontends {
+            let _ = writeln!(
+                out,
+                "frontend {} {} -> backend {}",
+                f.id, f.route, self.backends[f.backend].id
+            );
+        }
+        for s in &report.skipped {
+            let _ = writeln!(out, "skipped {}: {}", s.key, s.reason);
+        }
+        for c in &report.conflicts {
+            let _ = writeln!(out, "conflict {} over {}: {}", c.winner, c.loser, c.reason);
+        }
+        out
+    }
+}

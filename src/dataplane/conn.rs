@@ -1,0 +1,256 @@
+//! One client connection: read request heads (keep-alive, pipelining), route them, hand each
+//! to [`super::exchange`], and answer what never reaches an upstream (4xx, 404, 503).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use super::error::ProxyError;
+use super::exchange::{self, BodyState};
+use super::respond::error_response;
+use super::view::RequestView;
+use super::worker::Worker;
+use crate::http::{parse_request, BodyFraming, ChunkedDecoder, HeaderField, Parsed, RequestHead};
+
+/// State of one client connection. Buffers are reused across its requests.
+pub struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub peer_ip: Box<str>,
+    /// Bytes read from the client; the current request always starts at offset 0.
+    pub rbuf: Vec<u8>,
+    /// Lines the proxy adds to a forwarded head.
+    pub extra: Vec<u8>,
+    pub iov: Vec<libc::iovec>,
+    pub fields: Vec<HeaderField>,
+    pub resp_fields: Vec<HeaderField>,
+}
+
+/// What happens after a request was answered.
+pub enum Next {
+    KeepAlive,
+    Close,
+    /// The upstream switched protocols: relay bytes both ways until either side closes.
+    Tunnel(TcpStream),
+}
+
+pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    w.active.set(w.active.get() + 1);
+    let mut conn = Conn {
+        stream,
+        peer,
+        peer_ip: peer.ip().to_string().into_boxed_str(),
+        rbuf: Vec::with_capacity(w.cfg.idle_buffer_bytes),
+        extra: Vec::new(),
+        iov: Vec::new(),
+        fields: Vec::new(),
+        resp_fields: Vec::new(),
+    };
+    let tunnel = conn.run(&w).await;
+    w.bufs.give(std::mem::take(&mut conn.rbuf));
+    if let Some(up) = tunnel {
+        super::tunnel::relay(conn.stream, up, w.cfg.timeouts.tunnel_idle()).await;
+    }
+    w.active.set(w.active.get() - 1);
+}
+
+enum HeadRead {
+    Head(RequestHead),
+    /// The client closed or idled out between requests: close quietly.
+    Idle,
+}
+
+impl Conn {
+    /// Serve requests until the connection closes; returns the upstream of a protocol switch.
+    async fn run(&mut self, w: &Worker) -> Option<TcpStream> {
+        loop {
+            let head = match self.read_head(w).await {
+                Ok(HeadRead::Head(h)) => h,
+                Ok(HeadRead::Idle) => return None,
+                Err(e) => {
+                    self.answer_error(w, &e, false, false).await;
+                    return None;
+                }
+            };
+            match self.handle(w, head).await {
+                Next::KeepAlive if !w.shutdown.fired() => self.release_idle_buffer(w),
+                Next::KeepAlive | Next::Close => return None,
+                Next::Tunnel(up) => return Some(up),
+            }
+        }
+    }
+
+    /// Between requests, keep only a small buffer (or none bigger than needed for pipelined
+    /// bytes already received).
+    fn release_idle_buffer(&mut self, w: &Worker) {
+        let small = w.cfg.idle_buffer_bytes;
+        if self.rbuf.capacity() > small && self.rbuf.len() <= small {
+            let mut fresh = Vec::with_capacity(small);
+            fresh.extend_from_slice(&self.rbuf);
+            let big = std::mem::replace(&mut self.rbuf, fresh);
+            w.bufs.give(big);
+        }
+    }
+
+    async fn read_head(&mut self, w: &Worker) -> Result<HeadRead, ProxyError> {
+        let limits = &w.cfg.head_limits;
+        let mut scanned = 0;
+        let mut deadline =
+            (!self.rbuf.is_empty()).then(|| Instant::now() + w.cfg.timeouts.header());
+        loop {
+            if !self.rbuf.is_empty() {
+                match parse_request(&self.rbuf, scanned, limits, &mut self.fields)? {
+                    Parsed::Complete(h) => return Ok(HeadRead::Head(h)),
+                    Parsed::Partial { scanned: s } => scanned = s,
+                }
+            }
+            if self.rbuf.len() == self.rbuf.capacity() {
+                let want = (self.rbuf.capacity() * 2)
+                    .max(1024)
+                    .min(limits.max_head_bytes + 1);
+                if want <= self.rbuf.len() {
+                    return Err(
+                        crate::http::HttpError::HeadTooLarge("header section too large").into(),
+                    );
+                }
+                self.rbuf.reserve_exact(want - self.rbuf.len());
+            }
+            let idle = self.rbuf.is_empty();
+            let buf = std::mem::take(&mut self.rbuf);
+            let len = buf.len();
+            let cap = buf.capacity();
+            let read = self.stream.read(buf.slice_mut(len..cap));
+            let (res, back) = if idle {
+                let keepalive = w.cfg.timeouts.keepalive();
+                monoio::select! {
+                    r = monoio::time::timeout(keepalive, read) => match r {
+                        Ok(r) => r,
+                        Err(_) => return Ok(HeadRead::Idle),
+                    },
+                    _ = w.shutdown.wait() => return Ok(HeadRead::Idle),
+                }
+            } else {
+                let until = deadline.unwrap_or_else(|| Instant::now() + w.cfg.timeouts.header());
+                match monoio::time::timeout_at(until.into(), read).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(ProxyError::ClientTimeout),
+                }
+            };
+            self.rbuf = back.into_inner();
+            match res {
+                Ok(0) if idle => return Ok(HeadRead::Idle),
+                Ok(0) => return Err(ProxyError::ClientGone),
+                Ok(_) => {
+                    if deadline.is_none() {
+                        deadline = Some(Instant::now() + w.cfg.timeouts.header());
+                    }
+                }
+                Err(_) if idle => return Ok(HeadRead::Idle),
+                Err(_) => return Err(ProxyError::ClientGone),
+            }
+        }
+    }
+
+    /// Route and proxy one request whose head is at the start of `rbuf`.
+    async fn handle(&mut self, w: &Worker, head: RequestHead) -> Next {
+        let table = w.table();
+        let view = RequestView {
+            buf: &self.rbuf,
+            head: &head,
+            fields: &self.fields,
+        };
+        let Some(frontend) = table.lookup(&view) else {
+            return self.refuse(w, &head, ProxyError::NoRoute).await;
+        };
+        let backend = table.backend(frontend.backend);
+
+        // Body bytes already received, and whether the whole body is here.
+        let max_body = frontend
+            .settings
+            .max_body_bytes
+            .or((w.cfg.max_body_bytes > 0).then_some(w.cfg.max_body_bytes));
+        let mut body = match BodyState::start(&self.rbuf, &head, max_body) {
+            Ok(b) => b,
+            Err(e) => return self.refuse(w, &head, e).await,
+        };
+        if let (Some(max), BodyFraming::Length(n)) = (max_body, head.framing) {
+            if n > max {
+                return self.refuse(w, &head, ProxyError::BodyTooLarge(max)).await;
+            }
+        }
+        if backend.servers.is_empty() {
+            return self.refuse(w, &head, ProxyError::NoServer).await;
+        }
+        exchange::proxy(self, w, &head, frontend, backend, &mut body).await
+    }
+
+    /// Answer a request that reaches no upstream. The connection stays open only when the
+    /// request's body is entirely in the buffer (so it can be skipped) and the client wants it.
+    async fn refuse(&mut self, w: &Worker, head: &RequestHead, err: ProxyError) -> Next {
+        let body_end = match head.framing {
+            BodyFraming::Empty => Some(head.head_len),
+            BodyFraming::Length(n) => {
+                let end = head.head_len as u64 + n;
+                (end <= self.rbuf.len() as u64).then_some(end as usize)
+            }
+            BodyFraming::Chunked => {
+                let mut d = ChunkedDecoder::new();
+                match d.advance(&self.rbuf[head.head_len..]) {
+                    Ok(p) if p.done => Some(head.head_len + p.consumed),
+                    _ => None,
+                }
+            }
+            BodyFraming::UntilClose => None,
+        };
+        let keep = head.keep_alive && body_end.is_some() && !w.shutdown.fired();
+        let head_only = head.method == crate::http::request::Method::Head;
+        let keep = self.answer_error(w, &err, keep, head_only).await && keep;
+        if keep {
+            let end = body_end.unwrap_or(self.rbuf.len());
+            self.consume(end);
+            Next::KeepAlive
+        } else {
+            Next::Close
+        }
+    }
+
+    /// Write ringway's own error response. Returns false when the client could not be written.
+    pub async fn answer_error(
+        &mut self,
+        w: &Worker,
+        err: &ProxyError,
+        keep_alive: bool,
+        head_only: bool,
+    ) -> bool {
+        let Some((status, reason)) = err.response() else {
+            return false;
+        };
+        tracing::debug!(peer = %self.peer, blame = ?err.blame(), status, "{err}");
+        let mut out = std::mem::take(&mut self.extra);
+        error_response(&mut out, status, reason, keep_alive, head_only);
+        let res = monoio::time::timeout(w.cfg.timeouts.send(), self.stream.write_all(out)).await;
+        match res {
+            Ok((r, back)) => {
+                self.extra = back;
+                r.is_ok()
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Drop the first `n` bytes of `rbuf` (a finished request); pipelined bytes move to the front.
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.rbuf.len());
+        if n == self.rbuf.len() {
+            self.rbuf.clear();
+        } else {
+            self.rbuf.copy_within(n.., 0);
+            self.rbuf.truncate(self.rbuf.len() - n);
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! What can go wrong while proxying one request: whose fault it is, what the client is told,
+//! and whether another server may be tried.
+
+use thiserror::Error;
+
+use crate::http::HttpError;
+
+/// Who caused a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blame {
+    Client,
+    Upstream,
+    Proxy,
+}
+
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(#[from] HttpError),
+    #[error("client sent nothing in time")]
+    ClientTimeout,
+    #[error("client closed the connection")]
+    ClientGone,
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("no route for this request")]
+    NoRoute,
+    #[error("backend has no live server")]
+    NoServer,
+    #[error("cannot connect to upstream: {0}")]
+    Connect(std::io::Error),
+    #[error("upstream connect timed out")]
+    ConnectTimeout,
+    #[error("pooled upstream connection was closed by the server")]
+    Stale,
+    #[error("upstream failed: {0}")]
+    UpstreamIo(std::io::Error),
+    #[error("upstream closed before a complete response")]
+    UpstreamClosed,
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    #[error("invalid response from upstream: {0}")]
+    BadResponse(HttpError),
+}
+
+impl ProxyError {
+    pub fn blame(&self) -> Blame {
+        use ProxyError::*;
+        match self {
+            BadRequest(_) | ClientTimeout | ClientGone | BodyTooLarge(_) => Blame::Client,
+            NoRoute | NoServer => Blame::Proxy,
+            Connect(_) | ConnectTimeout | Stale | UpstreamIo(_) | UpstreamClosed
+            | UpstreamTimeout | BadResponse(_) => Blame::Upstream,
+        }
+    }
+
+    /// Status and short reason for the client, when nothing of a response was sent yet.
+    /// `None` means the client cannot be answered (it is gone).
+    pub fn response(&self) -> Option<(u16, &'static str)> {
+        use ProxyError::*;
+        Some(match self {
+            BadRequest(e) => {
+                let status = e.request_status();
+                (
+                    status,
+                    match status {
+                        414 => "request target too long",
+                        431 => "request header fields too large",
+                        501 => "transfer coding not implemented",
+                        405 => "method not allowed",
+                        505 => "HTTP version not supported",
+                        _ => "bad request",
+                    },
+                )
+            }
+            ClientTimeout => (408, "request timeout"),
+            BodyTooLarge(_) => (413, "request body too large"),
+            NoRoute => (404, "no route matches this request"),
+            NoServer => (503, "no live server for this route"),
+            Connect(_) | Stale | UpstreamIo(_) | UpstreamClosed => {
+                (502, "upstream connection failed")
+            }
+            ConnectTimeout => (502, "upstream connect timed out"),
+            BadResponse(_) => (502, "invalid response from upstream"),
+            UpstreamTimeout => (504, "upstream timed out"),
+            ClientGone => return None,
+        })
+    }
+
+    /// Whether the failure counts against the server (passive health).
+    pub fn marks_server(&self) -> bool {
+        use ProxyError::*;
+        matches!(
+            self,
+            Connect(_)
+                | ConnectTimeout
+                | UpstreamIo(_)
+                | UpstreamClosed
+                | UpstreamTimeout
+                | BadResponse(_)
+        )
+    }
+}
