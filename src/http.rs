@@ -3,11 +3,14 @@
 
 pub mod chunked;
 pub mod error;
+pub mod fields;
+mod head;
 pub mod request;
 pub mod response;
 
 pub use chunked::{ChunkProgress, ChunkedDecoder};
 pub use error::HttpError;
+pub use fields::{content_length_digits, find_field};
 pub use request::{parse_request, RequestHead};
 pub use response::{parse_response, ResponseHead};
 

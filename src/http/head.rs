@@ -1,0 +1,191 @@
+//! Machinery shared by the request and response parsers: finding the end of a head without
+//! re-scanning, mapping httparse's verdicts, and turning httparse's fields into offsets with
+//! ringway's own checks on top.
+
+use std::mem::MaybeUninit;
+
+use super::fields::{classify_name, ConnectionOptions, TransferCodings};
+use super::{content_length_digits, FieldKind, HeaderField, HttpError, Span};
+
+/// Most header fields a head may have whatever the profile says: the httparse field array
+/// lives on the stack (32 bytes a field).
+pub(crate) const MAX_FIELDS: usize = 256;
+
+pub(crate) type FieldArray<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_FIELDS];
+
+pub(crate) fn field_array<'b>() -> FieldArray<'b> {
+    [const { MaybeUninit::uninit() }; MAX_FIELDS]
+}
+
+/// Where the search for the end of a head got.
+pub(crate) enum Scan {
+    /// The head ends (blank line included) at this offset.
+    Complete(usize),
+    /// No end yet; everything up to this offset was checked.
+    Partial(usize),
+    /// No end within the size limit.
+    TooLarge,
+}
+
+/// Looks for the CRLF CRLF that ends a head, resuming near `scanned`, and refuses bare LF and
+/// bare CR on the way so a head that can never be valid is dropped before it is complete.
+///
+/// A head may not start with an empty line: RFC 9112 §2.2 lets a server skip CRLFs before a
+/// request line, but on a proxy they only show up when a client miscounted a body, so they are
+/// refused rather than guessed about.
+pub(crate) fn scan_head(buf: &[u8], scanned: usize, max_head_bytes: usize) -> Result<Scan, HttpError> {
+    match buf.first() {
+        None => return Ok(Scan::Partial(0)),
+        Some(b'\r' | b'\n') => return Err(HttpError::Malformed("empty line before the head")),
+        Some(_) => {}
+    }
+    let window = &buf[..buf.len().min(max_head_bytes)];
+    // The end marker is four bytes, and a CR at the very end could not be judged yet.
+    let start = scanned.saturating_sub(3).min(window.len());
+    for at in memchr::memchr2_iter(b'\r', b'\n', &window[start..]) {
+        let i = start + at;
+        if window[i] == b'\n' {
+            // i >= 1: the first byte is neither CR nor LF.
+            if window[i - 1] != b'\r' {
+                return Err(HttpError::Malformed("bare LF"));
+            }
+            if i >= 3 && window[i - 3] == b'\r' && window[i - 2] == b'\n' {
+                return Ok(Scan::Complete(i + 1));
+            }
+        } else if window.get(i + 1).is_some_and(|&next| next != b'\n') {
+            return Err(HttpError::Malformed("bare CR"));
+        }
+    }
+    if buf.len() >= max_head_bytes {
+        Ok(Scan::TooLarge)
+    } else {
+        Ok(Scan::Partial(window.len()))
+    }
+}
+
+/// Maps an httparse error. `version` is the version token as received, so a well-formed but
+/// unknown version (`HTTP/2.0`, `HTTP/1.2`) gets 505 and garbage gets 400.
+pub(crate) fn httparse_error(err: httparse::Error, version: &[u8]) -> HttpError {
+    match err {
+        httparse::Error::TooManyHeaders => HttpError::HeadTooLarge("too many header fields"),
+        httparse::Error::Version => match version {
+            [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+                if major.is_ascii_digit() && minor.is_ascii_digit() =>
+            {
+                HttpError::UnsupportedVersion
+            }
+            _ => HttpError::Malformed("invalid HTTP version"),
+        },
+        httparse::Error::HeaderName => HttpError::Malformed("invalid field name"),
+        httparse::Error::HeaderValue => HttpError::Malformed("invalid field value"),
+        httparse::Error::NewLine => HttpError::Malformed("invalid line ending"),
+        httparse::Error::Status => HttpError::Malformed("invalid status line"),
+        httparse::Error::Token => HttpError::Malformed("invalid request line"),
+    }
+}
+
+/// Which side a head came from; decides which fields are dropped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Request,
+    Response { status: u16 },
+}
+
+/// What the fields of a head say about framing, routing and the connection.
+#[derive(Default)]
+pub(crate) struct FieldFacts {
+    pub host: Option<Span>,
+    pub host_count: u32,
+    pub content_length: Option<u64>,
+    pub content_length_count: u32,
+    pub content_length_differs: bool,
+    pub codings: TransferCodings,
+    pub connection: ConnectionOptions,
+    pub has_upgrade: bool,
+    pub expect_continue: bool,
+}
+
+/// Turns httparse's fields (parsed from `buf[..head_len]`) into offsets in `fields`, applying
+/// the checks httparse leaves out.
+pub(crate) fn collect_fields(
+    buf: &[u8],
+    head_len: usize,
+    headers: &[httparse::Header<'_>],
+    role: Role,
+    fields: &mut Vec<HeaderField>,
+) -> Result<FieldFacts, HttpError> {
+    fields.clear();
+    let base = buf.as_ptr() as usize;
+    let mut facts = FieldFacts::default();
+    let switching = role == Role::Response { status: 101 };
+    for header in headers {
+        let name = header.name.as_bytes();
+        let value = header.value;
+        let name_start = name.as_ptr() as usize - base;
+        let value_start = value.as_ptr() as usize - base;
+        if let Some(previous) = fields.last_mut() {
+            previous.line.end = name_start as u32;
+        }
+        let (kind, aliased) = classify_name(name);
+        if aliased {
+            return Err(HttpError::Malformed("underscore in a well-known field name"));
+        }
+        let mut drop = false;
+        match kind {
+            FieldKind::Host => {
+                ascii_only(value, "non-ASCII Host")?;
+                facts.host_count += 1;
+                facts.host.get_or_insert(Span::new(value_start, value_start + value.len()));
+            }
+            FieldKind::ContentLength => {
+                let n = content_length_digits(value)
+                    .ok_or(HttpError::Malformed("invalid Content-Length"))?;
+                facts.content_length_count += 1;
+                match facts.content_length {
+                    None => facts.content_length = Some(n),
+                    Some(first) => {
+                        facts.content_length_differs |= first != n;
+                        // Forward one copy of a repeated (identical) length only.
+                        drop = true;
+                    }
+                }
+            }
+            FieldKind::TransferEncoding => facts.codings.add(value)?,
+            FieldKind::Connection => {
+                facts.connection.add(value)?;
+                drop = !switching;
+            }
+            FieldKind::Upgrade => {
+                facts.has_upgrade = true;
+                drop = !switching;
+            }
+            FieldKind::KeepAlive | FieldKind::ProxyConnection | FieldKind::Te => drop = true,
+            FieldKind::Expect => facts.expect_continue |= value.eq_ignore_ascii_case(b"100-continue"),
+            FieldKind::XForwardedFor
+            | FieldKind::XForwardedProto
+            | FieldKind::XForwardedHost
+            | FieldKind::XRequestId => drop = role == Role::Request,
+            FieldKind::Trailer | FieldKind::Other => {}
+        }
+        fields.push(HeaderField {
+            name: Span::new(name_start, name_start + name.len()),
+            value: Span::new(value_start, value_start + value.len()),
+            line: Span::new(name_start, head_len - 2),
+            drop,
+            kind,
+        });
+    }
+    if facts.connection.lists_other {
+        let keep = switching.then_some(FieldKind::Upgrade);
+        super::fields::drop_connection_listed(buf, fields, keep);
+    }
+    Ok(facts)
+}
+
+fn ascii_only(value: &[u8], why: &'static str) -> Result<(), HttpError> {
+    if value.is_ascii() {
+        Ok(())
+    } else {
+        Err(HttpError::Malformed(why))
+    }
+}
