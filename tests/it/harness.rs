@@ -1,7 +1,11 @@
-//! Helpers that start real processes (ringway, origins) on free loopback ports and clean up.
+//! Helpers that start real processes (the ringway binary) on free loopback ports, write their
+//! profiles and routes files, and clean up.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Path of the `ringway` binary cargo built for these tests.
 pub fn ringway_bin() -> PathBuf {
@@ -37,10 +41,388 @@ impl TempDir {
         std::fs::write(&p, text).expect("write temp file");
         p
     }
+
+    #[allow(dead_code)]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// Routes-file JSON: `backends` as (id, servers), `frontends` as (id, backend id, route).
+pub fn routes_json(backends: &[(&str, &[SocketAddr])], frontends: &[(&str, &str, &str)]) -> String {
+    let mut map = serde_json::Map::new();
+    for (bid, servers) in backends {
+        map.insert(
+            format!("/vulcand/backends/{bid}/backend"),
+            serde_json::json!({"Type": "http"}),
+        );
+        for (i, s) in servers.iter().enumerate() {
+            map.insert(
+                format!("/vulcand/backends/{bid}/servers/s{i}"),
+                serde_json::json!({"URL": format!("http://{s}")}),
+            );
+        }
+    }
+    for (fid, bid, route) in frontends {
+        map.insert(
+            format!("/vulcand/frontends/{fid}/frontend"),
+            serde_json::json!({"Type": "http", "BackendId": bid, "Route": route}),
+        );
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+/// Routes sending every path (`PathPrefix("/")`) to one backend made of `servers`.
+pub fn catch_all(servers: &[SocketAddr]) -> String {
+    routes_json(&[("b1", servers)], &[("all", "b1", "PathPrefix(`/`)")])
+}
+
+/// A running `ringway run` process with one mesh listener on a free port.
+pub struct Ringway {
+    child: Child,
+    pub addr: SocketAddr,
+    #[allow(dead_code)]
+    pub dir: TempDir,
+    log: PathBuf,
+}
+
+impl Ringway {
+    /// Start with `routes` (routes-file JSON) and extra profile TOML appended after the
+    /// `[[listener]]` and `[routes]` sections (e.g. `"[limits]\nmax_headers = 10\n"`).
+    pub fn start(routes: &str, extra_profile: &str) -> Ringway {
+        Ringway::start_with_workers(routes, extra_profile, 1)
+    }
+
+    pub fn start_with_workers(routes: &str, extra_profile: &str, workers: usize) -> Ringway {
+        let dir = TempDir::new("node");
+        dir.write("routes.json", routes);
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let (node, rest) = split_node_section(extra_profile);
+        let profile = format!(
+            "[node]\nworkers = {workers}\npin_workers = false\nshutdown_grace_secs = 10\n{node}\n\
+             [[listener]]\nname = \"mesh\"\naddr = \"{addr}\"\n\n\
+             [routes]\nsource = \"file\"\nfile = \"routes.json\"\nfile_poll_ms = 50\n\n{rest}"
+        );
+        let profile_path = dir.write("profile.toml", &profile);
+        let log = dir.0.join("ringway.log");
+        let log_file = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(ringway_bin())
+            .args(["run", "--profile"])
+            .arg(&profile_path)
+            .env(
+                "RUST_LOG",
+                std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start ringway");
+        let mut r = Ringway {
+            child,
+            addr,
+            dir,
+            log,
+        };
+        r.wait_ready();
+        r
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("ringway exited early ({status}):\n{}", self.log());
+            }
+            if TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "ringway did not start listening on {}:\n{}",
+            self.addr,
+            self.log()
+        );
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Replace the routes file; the node picks it up within its poll interval.
+    pub fn set_routes(&self, routes: &str) {
+        let tmp = self.dir.0.join("routes.json.new");
+        std::fs::write(&tmp, routes).expect("write routes");
+        std::fs::rename(&tmp, self.dir.0.join("routes.json")).expect("replace routes");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Wait for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Resident set size of the process in KiB (from /proc).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Ringway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `[node]` keys in `extra` must join the harness's own `[node]` table.
+fn split_node_section(extra: &str) -> (String, String) {
+    let mut node = String::new();
+    let mut rest = String::new();
+    let mut in_node = false;
+    for line in extra.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_node = t == "[node]";
+            if in_node {
+                continue;
+            }
+        }
+        let out = if in_node { &mut node } else { &mut rest };
+        out.push_str(line);
+        out.push('\n');
+    }
+    (node, rest)
+}
+
+/// A parsed HTTP response as a client sees it.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A client connection that reads responses off a byte stream (keep-alive, pipelining).
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to ringway");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write request");
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 65536];
+        match self.stream.read(&mut chunk) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                n
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Read one response; `head_request` when it answers a HEAD. None if the connection closed
+    /// (or timed out) before a whole response arrived.
+    pub fn read_response(&mut self, head_request: bool) -> Option<Response> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 128];
+            let mut r = httparse::Response::new(&mut headers);
+            match r.parse(&self.buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let status = r.code.unwrap_or(0);
+                    let headers: Vec<(String, String)> = r
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_string(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect();
+                    self.buf.drain(..n);
+                    let resp = Response {
+                        status,
+                        headers,
+                        body: Vec::new(),
+                    };
+                    return self.read_body(resp, head_request);
+                }
+                Ok(httparse::Status::Partial) => {
+                    if self.fill() == 0 {
+                        return None;
+                    }
+                }
+                Err(e) => panic!(
+                    "unparsable response from ringway: {e}: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+            }
+        }
+    }
+
+    fn read_body(&mut self, mut resp: Response, head_request: bool) -> Option<Response> {
+        if head_request || resp.status < 200 || resp.status == 204 || resp.status == 304 {
+            return Some(resp);
+        }
+        let chunked = resp
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        if chunked {
+            loop {
+                let Some(line_end) = find(&self.buf, b"\r\n") else {
+                    if self.fill() == 0 {
+                        return None;
+                    }
+                    continue;
+                };
+                let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+                let size =
+                    usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).ok()?;
+                if size == 0 {
+                    // Trailer section up to the blank line.
+                    loop {
+                        if let Some(end) = find(&self.buf[line_end..], b"\r\n\r\n") {
+                            self.buf.drain(..line_end + end + 4);
+                            return Some(resp);
+                        }
+                        if self.fill() == 0 {
+                            return None;
+                        }
+                    }
+                }
+                while self.buf.len() < line_end + 2 + size + 2 {
+                    if self.fill() == 0 {
+                        return None;
+                    }
+                }
+                resp.body
+                    .extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
+                self.buf.drain(..line_end + 2 + size + 2);
+            }
+        }
+        if let Some(len) = resp.header("content-length") {
+            let len: usize = len.trim().parse().ok()?;
+            while self.buf.len() < len {
+                if self.fill() == 0 {
+                    return None;
+                }
+            }
+            resp.body = self.buf.drain(..len).collect();
+            return Some(resp);
+        }
+        // Close-delimited.
+        while self.fill() > 0 {}
+        resp.body = std::mem::take(&mut self.buf);
+        Some(resp)
+    }
+
+    /// True when the server closed the connection (read returns EOF) within `limit`.
+    pub fn is_closed(&mut self, limit: Duration) -> bool {
+        self.stream.set_read_timeout(Some(limit)).unwrap();
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0))
+            || matches!(self.stream.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+    }
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One request on a new connection; returns the response.
+pub fn request(addr: SocketAddr, raw: &[u8]) -> Option<Response> {
+    let mut c = Client::connect(addr);
+    c.send(raw);
+    c.read_response(raw.starts_with(b"HEAD "))
+}
+
+/// A simple GET with Host and `Connection: close`.
+pub fn get(addr: SocketAddr, path: &str) -> Response {
+    request(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("a response")
 }

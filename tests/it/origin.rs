@@ -1,0 +1,293 @@
+//! A real TCP origin on loopback that records every request it receives (parsed and raw) and
+//! answers with whatever the test says, including hostile responses.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A request as the origin received it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    /// Minor version: 0 or 1.
+    pub version: u8,
+    pub headers: Vec<(String, String)>,
+    /// Decoded body (chunked coding removed).
+    pub body: Vec<u8>,
+    /// The request's raw bytes as received (head and body).
+    pub raw: Vec<u8>,
+    /// Which accepted connection it came on (0, 1, ...).
+    pub conn: usize,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// What the origin does with a request.
+pub enum Reply {
+    /// Write these bytes and keep the connection for the next request.
+    Bytes(Vec<u8>),
+    /// Write these bytes, then close.
+    BytesThenClose(Vec<u8>),
+    /// Wait, then do the inner reply.
+    After(Duration, Box<Reply>),
+    /// Close without answering.
+    Close,
+    /// Write the bytes, then relay everything received back (a 101 tunnel echo).
+    EchoTunnel(Vec<u8>),
+}
+
+impl Reply {
+    /// `200 OK` with a Content-Length body.
+    pub fn ok(body: &str) -> Reply {
+        Reply::Bytes(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    }
+
+    pub fn status(code: u16, body: &str) -> Reply {
+        Reply::Bytes(
+            format!(
+                "HTTP/1.1 {code} X\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    }
+}
+
+type Handler = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
+
+pub struct Origin {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    raw: Arc<Mutex<Vec<u8>>>,
+    conns: Arc<AtomicUsize>,
+}
+
+impl Origin {
+    /// An origin answering every request through `handler`.
+    pub fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(AtomicUsize::new(0));
+        let handler: Handler = Arc::new(handler);
+        let (s, r, c) = (seen.clone(), raw.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let id = c.fetch_add(1, Ordering::SeqCst);
+                let (s, r, h) = (s.clone(), r.clone(), handler.clone());
+                std::thread::spawn(move || serve(stream, id, s, r, h));
+            }
+        });
+        Origin {
+            addr,
+            seen,
+            raw,
+            conns,
+        }
+    }
+
+    /// An origin answering `200 OK` with body "ok" to everything.
+    pub fn ok() -> Origin {
+        Origin::start(|_| Reply::ok("ok"))
+    }
+
+    /// An origin answering with the method and target it received, e.g. "GET /a?b".
+    pub fn echo() -> Origin {
+        Origin::start(|s| Reply::ok(&format!("{} {}", s.method, s.target)))
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Every byte received on any connection.
+    pub fn raw(&self) -> Vec<u8> {
+        self.raw.lock().unwrap().clone()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+}
+
+fn serve(
+    mut stream: TcpStream,
+    conn: usize,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    raw: Arc<Mutex<Vec<u8>>>,
+    handler: Handler,
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let Some(req) = read_request(&mut stream, &mut buf, conn, &raw) else {
+            return;
+        };
+        seen.lock().unwrap().push(req.clone());
+        let mut reply = handler(&req);
+        loop {
+            match reply {
+                Reply::After(d, inner) => {
+                    std::thread::sleep(d);
+                    reply = *inner;
+                }
+                Reply::Bytes(b) => {
+                    if stream.write_all(&b).is_err() {
+                        return;
+                    }
+                    break;
+                }
+                Reply::BytesThenClose(b) => {
+                    let _ = stream.write_all(&b);
+                    return;
+                }
+                Reply::Close => return,
+                Reply::EchoTunnel(b) => {
+                    let _ = stream.write_all(&b);
+                    if !buf.is_empty() {
+                        let _ = stream.write_all(&buf);
+                    }
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut chunk) {
+                        if n == 0 || stream.write_all(&chunk[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>, raw: &Mutex<Vec<u8>>) -> bool {
+    let mut chunk = [0u8; 65536];
+    match stream.read(&mut chunk) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            raw.lock().unwrap().extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    conn: usize,
+    raw: &Mutex<Vec<u8>>,
+) -> Option<Seen> {
+    let (mut seen, head_len) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 256];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let seen = Seen {
+                    method: req.method.unwrap_or("").to_string(),
+                    target: req.path.unwrap_or("").to_string(),
+                    version: req.version.unwrap_or(1),
+                    headers: req
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_string(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
+                        .collect(),
+                    body: Vec::new(),
+                    raw: Vec::new(),
+                    conn,
+                };
+                break (seen, n);
+            }
+            Ok(httparse::Status::Partial) => {
+                if !fill(stream, buf, raw) {
+                    return None;
+                }
+            }
+            Err(_) => return None,
+        }
+    };
+    let mut end = head_len;
+    let chunked = seen
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        let mut pos = head_len;
+        loop {
+            let line = loop {
+                if let Some(i) = crate::harness::find(&buf[pos..], b"\r\n") {
+                    break i;
+                }
+                if !fill(stream, buf, raw) {
+                    return None;
+                }
+            };
+            let text = String::from_utf8_lossy(&buf[pos..pos + line]).into_owned();
+            let size =
+                usize::from_str_radix(text.split(';').next().unwrap_or("").trim(), 16).ok()?;
+            pos += line + 2;
+            if size == 0 {
+                loop {
+                    if let Some(i) = crate::harness::find(&buf[pos - 2..], b"\r\n\r\n") {
+                        end = pos - 2 + i + 4;
+                        break;
+                    }
+                    if !fill(stream, buf, raw) {
+                        return None;
+                    }
+                }
+                break;
+            }
+            while buf.len() < pos + size + 2 {
+                if !fill(stream, buf, raw) {
+                    return None;
+                }
+            }
+            seen.body.extend_from_slice(&buf[pos..pos + size]);
+            pos += size + 2;
+        }
+    } else if let Some(len) = seen
+        .header("content-length")
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        while buf.len() < head_len + len {
+            if !fill(stream, buf, raw) {
+                return None;
+            }
+        }
+        seen.body = buf[head_len..head_len + len].to_vec();
+        end = head_len + len;
+    }
+    seen.raw = buf[..end].to_vec();
+    buf.drain(..end);
+    Some(seen)
+}

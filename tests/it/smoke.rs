@@ -1,0 +1,48 @@
+//! The basic promise: a request to the mesh listener reaches the owning service and its answer
+//! comes back; an unknown route gets 404 and reaches nobody.
+
+use crate::harness::{catch_all, get, routes_json, Client, Ringway};
+use crate::origin::Origin;
+
+#[test]
+fn a_get_is_forwarded_and_answered() {
+    let origin = Origin::echo();
+    let rw = Ringway::start(&catch_all(&[origin.addr]), "");
+    let resp = get(rw.addr, "/users/42?x=1");
+    assert_eq!(resp.status, 200, "{}", rw.log());
+    assert_eq!(resp.text(), "GET /users/42?x=1");
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("x-forwarded-for"), Some("127.0.0.1"));
+    assert!(seen[0]
+        .header("x-request-id")
+        .is_some_and(|v| v.len() == 32));
+}
+
+#[test]
+fn unknown_route_is_404_and_reaches_no_upstream() {
+    let origin = Origin::ok();
+    let routes = routes_json(
+        &[("b1", &[origin.addr])],
+        &[("users", "b1", "PathPrefix(`/users`)")],
+    );
+    let rw = Ringway::start(&routes, "");
+    let resp = get(rw.addr, "/orders");
+    assert_eq!(resp.status, 404);
+    assert!(resp.text().contains("no route"));
+    assert_eq!(origin.connections(), 0);
+}
+
+#[test]
+fn keep_alive_connection_serves_many_requests_over_one_upstream_connection() {
+    let origin = Origin::echo();
+    let rw = Ringway::start(&catch_all(&[origin.addr]), "");
+    let mut c = Client::connect(rw.addr);
+    for i in 0..20 {
+        c.send(format!("GET /n/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let r = c.read_response(false).expect("response");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), format!("GET /n/{i}"));
+    }
+    assert_eq!(origin.connections(), 1, "upstream connection reused");
+}
