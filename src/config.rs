@@ -509,3 +509,84 @@ impl Profile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Profile, ConfigError> {
+        Profile::parse(text, Path::new("p.toml"))
+    }
+
+    const MINIMAL: &str = "[[listener]]\nname = \"mesh\"\naddr = \"127.0.0.1:9003\"\n\n[routes]\nsource = \"file\"\nfile = \"r.json\"\n";
+
+    #[test]
+    fn every_profile_in_the_repo_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/profiles");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("deploy/profiles exists") {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Profile::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(
+            seen >= 4,
+            "expected the reference, dev, mesh-node and bench profiles"
+        );
+    }
+
+    #[test]
+    fn minimal_profile_takes_documented_defaults() {
+        let p = parse(MINIMAL).unwrap();
+        assert_eq!(p.node.workers, Workers::Auto);
+        assert!(p.node.pin_workers);
+        assert_eq!(p.listeners[0].role, ListenerRole::Mesh);
+        assert_eq!(p.limits.max_headers, 100);
+        assert_eq!(p.timeouts.connect_ms, 3000);
+        assert_eq!(p.etcd.prefix, "/vulcand");
+        assert!(p.admin.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let text = MINIMAL.replace("[routes]", "[routes]\nsorce = \"x\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:") && err.contains("sorce"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_file_key_and_reason() {
+        let cases = [
+            ("[node]\nworkers = 0\n", "workers"),
+            ("[node]\nworkers = \"many\"\n", "workers"),
+            ("[limits]\nmax_headers = 0\n", "limits.max_headers"),
+            ("[timeouts]\nheader_ms = 0\n", "timeouts.header_ms"),
+            ("[log]\nlevel = \"loud\"\n", "log.level"),
+            ("[etcd]\nprefix = \"vulcand\"\n", "etcd.prefix"),
+        ];
+        for (extra, key) in cases {
+            let err = parse(&format!("{extra}\n{MINIMAL}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("p.toml") && err.contains(key),
+                "{extra}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_source_needs_a_file_and_listeners_need_distinct_addresses() {
+        let err = parse(
+            "[[listener]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\n[routes]\nsource = \"file\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("routes.file"), "{err}");
+        let two = "[[listener]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\n[[listener]]\nname = \"b\"\naddr = \"127.0.0.1:1\"\n[routes]\nsource = \"file\"\nfile = \"r\"\n";
+        let err = parse(two).unwrap_err().to_string();
+        assert!(err.contains("listener[1].addr"), "{err}");
+    }
+}
