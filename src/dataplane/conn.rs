@@ -28,6 +28,9 @@ pub struct Conn {
     pub iov: Vec<libc::iovec>,
     pub fields: Vec<HeaderField>,
     pub resp_fields: Vec<HeaderField>,
+    /// An error response was sent and the connection will close with the client's request
+    /// perhaps unread: drain before closing so the client sees the response, not a reset.
+    pub linger: bool,
 }
 
 /// What happens after a request was answered.
@@ -50,13 +53,33 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         iov: Vec::new(),
         fields: Vec::new(),
         resp_fields: Vec::new(),
+        linger: false,
     };
     let tunnel = conn.run(&w).await;
     w.bufs.give(std::mem::take(&mut conn.rbuf));
     if let Some(up) = tunnel {
         super::tunnel::relay(conn.stream, up, w.cfg.timeouts.tunnel_idle()).await;
+    } else if conn.linger {
+        lingering_close(conn.stream, w.bufs.take()).await;
     }
     w.active.set(w.active.get() - 1);
+}
+
+/// Half-close, then read and discard what the client still sends (up to a second), as nginx's
+/// `lingering_close`: closing with unread bytes would send a reset that can destroy the error
+/// response before the client reads it.
+async fn lingering_close(mut stream: TcpStream, mut buf: Vec<u8>) {
+    use monoio::io::AsyncWriteRent;
+    let _ = stream.shutdown().await;
+    let deadline = Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        buf.clear();
+        let cap = buf.capacity();
+        match monoio::time::timeout_at(deadline.into(), stream.read(buf.slice_mut(0..cap))).await {
+            Ok((Ok(n), back)) if n > 0 => buf = back.into_inner(),
+            _ => return,
+        }
+    }
 }
 
 enum HeadRead {
@@ -231,6 +254,7 @@ impl Conn {
             return false;
         };
         tracing::debug!(peer = %self.peer, blame = ?err.blame(), status, "{err}");
+        self.linger |= !keep_alive;
         let mut out = std::mem::take(&mut self.extra);
         error_response(&mut out, status, reason, keep_alive, head_only);
         let res = monoio::time::timeout(w.cfg.timeouts.send(), self.stream.write_all(out)).await;
