@@ -170,7 +170,9 @@ impl TransferCodings {
     /// Anything before `chunked` is a coding ringway does not implement.
     pub fn check(&self) -> Result<(), HttpError> {
         if self.chunked != 1 || !self.chunked_last {
-            return Err(HttpError::Malformed("chunked is not the final transfer coding"));
+            return Err(HttpError::Malformed(
+                "chunked is not the final transfer coding",
+            ));
         }
         if self.count > 1 {
             return Err(HttpError::UnsupportedCoding);

@@ -33,7 +33,11 @@ pub(crate) enum Scan {
 /// A head may not start with an empty line: RFC 9112 §2.2 lets a server skip CRLFs before a
 /// request line, but on a proxy they only show up when a client miscounted a body, so they are
 /// refused rather than guessed about.
-pub(crate) fn scan_head(buf: &[u8], scanned: usize, max_head_bytes: usize) -> Result<Scan, HttpError> {
+pub(crate) fn scan_head(
+    buf: &[u8],
+    scanned: usize,
+    max_head_bytes: usize,
+) -> Result<Scan, HttpError> {
     match buf.first() {
         None => return Ok(Scan::Partial(0)),
         Some(b'\r' | b'\n') => return Err(HttpError::Malformed("empty line before the head")),
@@ -128,14 +132,18 @@ pub(crate) fn collect_fields(
         }
         let (kind, aliased) = classify_name(name);
         if aliased {
-            return Err(HttpError::Malformed("underscore in a well-known field name"));
+            return Err(HttpError::Malformed(
+                "underscore in a well-known field name",
+            ));
         }
         let mut drop = false;
         match kind {
             FieldKind::Host => {
                 ascii_only(value, "non-ASCII Host")?;
                 facts.host_count += 1;
-                facts.host.get_or_insert(Span::new(value_start, value_start + value.len()));
+                facts
+                    .host
+                    .get_or_insert(Span::new(value_start, value_start + value.len()));
             }
             FieldKind::ContentLength => {
                 let n = content_length_digits(value)
@@ -160,7 +168,9 @@ pub(crate) fn collect_fields(
                 drop = !switching;
             }
             FieldKind::KeepAlive | FieldKind::ProxyConnection | FieldKind::Te => drop = true,
-            FieldKind::Expect => facts.expect_continue |= value.eq_ignore_ascii_case(b"100-continue"),
+            FieldKind::Expect => {
+                facts.expect_continue |= value.eq_ignore_ascii_case(b"100-continue")
+            }
             FieldKind::XForwardedFor
             | FieldKind::XForwardedProto
             | FieldKind::XForwardedHost

@@ -153,10 +153,14 @@ pub fn parse_request(
 
     let framing = if facts.codings.present {
         if version == Version::Http10 {
-            return Err(HttpError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+            return Err(HttpError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
         }
         if facts.content_length_count > 0 {
-            return Err(HttpError::Malformed("both Transfer-Encoding and Content-Length"));
+            return Err(HttpError::Malformed(
+                "both Transfer-Encoding and Content-Length",
+            ));
         }
         facts.codings.check()?;
         BodyFraming::Chunked
@@ -264,14 +268,21 @@ fn split_target(buf: &[u8], target: Span, method: Method) -> Result<TargetForm, 
     let tail = &rest[authority_len..];
     let tail_start = authority.end as usize;
     let (path_and_query, path) = match tail.first() {
-        Some(b'/') => (Span::new(tail_start, target.end as usize), path_of(tail, tail_start)),
+        Some(b'/') => (
+            Span::new(tail_start, target.end as usize),
+            path_of(tail, tail_start),
+        ),
         // `http://host` means path `/`: point at the last `/` of `://`.
         None => {
             let slash = Span::new(authority_start - 1, authority_start);
             (slash, slash)
         }
         // `http://host?q` would need a `/` the buffer does not hold; nobody sends it.
-        Some(_) => return Err(HttpError::Malformed("query without a path in request target")),
+        Some(_) => {
+            return Err(HttpError::Malformed(
+                "query without a path in request target",
+            ))
+        }
     };
     Ok(TargetForm {
         path_and_query,

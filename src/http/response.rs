@@ -50,8 +50,11 @@ pub fn parse_response(
     let mut storage = field_array();
     let storage = &mut storage[..limits.max_headers.min(MAX_FIELDS)];
     let mut response = httparse::Response::new(&mut []);
-    let parsed =
-        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, head, storage);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        head,
+        storage,
+    );
     match parsed {
         Ok(httparse::Status::Complete(len)) if len == head_len => {}
         Ok(_) => return Err(HttpError::Malformed("incomplete response head")),
@@ -70,19 +73,31 @@ pub fn parse_response(
     };
     let status_line_len = memchr::memchr(b'\r', head).unwrap_or(0);
 
-    let facts = collect_fields(buf, head_len, response.headers, Role::Response { status }, fields)?;
+    let facts = collect_fields(
+        buf,
+        head_len,
+        response.headers,
+        Role::Response { status },
+        fields,
+    )?;
     if facts.codings.present && facts.content_length_count > 0 {
-        return Err(HttpError::Malformed("both Transfer-Encoding and Content-Length"));
+        return Err(HttpError::Malformed(
+            "both Transfer-Encoding and Content-Length",
+        ));
     }
     if facts.codings.present && version == Version::Http10 {
-        return Err(HttpError::Malformed("Transfer-Encoding in an HTTP/1.0 response"));
+        return Err(HttpError::Malformed(
+            "Transfer-Encoding in an HTTP/1.0 response",
+        ));
     }
     if facts.content_length_differs {
         return Err(HttpError::Malformed("conflicting Content-Length"));
     }
     let codings = facts.codings;
     if codings.present && (codings.chunked != 1 || !codings.chunked_last) {
-        return Err(HttpError::Malformed("chunked is not the final transfer coding"));
+        return Err(HttpError::Malformed(
+            "chunked is not the final transfer coding",
+        ));
     }
     let bodiless = head_request || status < 200 || status == 204 || status == 304;
     let framing = if bodiless {
