@@ -7,6 +7,8 @@ pub mod fields;
 mod head;
 pub mod request;
 pub mod response;
+#[cfg(test)]
+mod test_rng;
 
 pub use chunked::{ChunkProgress, ChunkedDecoder};
 pub use error::HttpError;

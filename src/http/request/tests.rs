@@ -1,6 +1,7 @@
 //! Request head behaviour, case by case.
 
 use super::*;
+use crate::http::test_rng::Rng;
 use crate::http::{find_field, FieldKind, HeaderField};
 
 fn parse_with(
@@ -613,22 +614,6 @@ fn broken_line_endings_are_refused_before_the_head_is_complete() {
         parse_request(b"", 0, &limits, &mut fields),
         Ok(Parsed::Partial { scanned: 0 })
     ));
-}
-
-/// A small deterministic PRNG (xorshift64*), so failures replay.
-pub(crate) struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 const INTERESTING: &[u8] = b"\r\n :\t_-,;\"\x00\x7f\x80\xff0aZ/?#*@[]";
