@@ -111,7 +111,7 @@ pub struct HeadLimits {
     pub max_head_bytes: usize,
     /// Longest request target, in bytes (414 beyond it).
     pub max_target_bytes: usize,
-    /// Most header fields (431 beyond it).
+    /// Most header fields (431 beyond it). The parsers honour at most 256.
     pub max_headers: usize,
 }
 

@@ -308,6 +308,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tokens_are_exactly_tchar() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_token_byte(b), tchar, "{b:#04x}");
+        }
+    }
+
+    #[test]
     fn content_length_is_digits_only() {
         let cases: &[(&[u8], Option<u64>)] = &[
             (b"0", Some(0)),

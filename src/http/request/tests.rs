@@ -403,6 +403,16 @@ fn targets_past_the_limit_get_414() {
 }
 
 #[test]
+fn a_head_of_exactly_the_limit_is_accepted() {
+    let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: ".to_vec();
+    raw.resize(16 * 1024 - 4, b'p');
+    raw.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(ok(&raw).0.head_len, 16 * 1024);
+    raw.insert(40, b'p');
+    assert!(matches!(parse(&raw), Err(HttpError::HeadTooLarge(_))));
+}
+
+#[test]
 fn oversized_heads_and_too_many_fields_get_431() {
     let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
     while raw.len() < 17 * 1024 {
