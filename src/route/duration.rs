@@ -7,11 +7,11 @@ use std::time::Duration;
 pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     let bad = |why: &str| Err(format!("invalid duration {text:?}: {why}"));
     let mut rest = text.strip_prefix('+').unwrap_or(text);
-    if rest.starts_with('-') {
-        return if rest[1..].chars().all(|c| c == '0') && rest.len() > 1 {
-            Ok(Duration::ZERO)
-        } else {
-            bad("negative durations are not allowed")
+    if let Some(magnitude) = rest.strip_prefix('-') {
+        return match parse_go_duration(magnitude) {
+            Ok(d) if d.is_zero() => Ok(d),
+            Ok(_) => bad("negative durations are not allowed"),
+            Err(e) => Err(e),
         };
     }
     if rest == "0" {
@@ -102,6 +102,7 @@ mod tests {
         assert_eq!(parse_go_duration(".5s"), Ok(ms(500)));
         assert_eq!(parse_go_duration("1h2m3.004s"), Ok(ms(3_723_004)));
         assert_eq!(parse_go_duration("+2s"), Ok(ms(2_000)));
+        assert_eq!(parse_go_duration("-0s"), Ok(Duration::ZERO));
     }
 
     #[test]
