@@ -68,7 +68,8 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
 }
 
 impl Expr {
-    /// The matchers as a canonical string: sorted, double-quoted, placeholder names dropped.
+    /// The matchers as a canonical string: sorted, double-quoted, placeholder names as `_`.
+    /// It parses back to an expression with the same normalized form.
     /// Two expressions with the same normalized form match the same requests.
     pub fn normalized(&self) -> String {
         let mut parts: Vec<String> = self.matchers.iter().map(Matcher::to_string).collect();
@@ -118,6 +119,8 @@ fn quote(out: &mut fmt::Formatter<'_>, text: &[u8]) -> fmt::Result {
         match c {
             '"' => out.write_str("\\\"")?,
             '\\' => out.write_str("\\\\")?,
+            '\n' => out.write_str("\\n")?,
+            '\r' => out.write_str("\\r")?,
             c => write!(out, "{c}")?,
         }
     }

@@ -50,9 +50,9 @@ impl Segment {
     fn write(&self, out: &mut String) {
         match self {
             Segment::Literal(lit) => out.push_str(&String::from_utf8_lossy(lit)),
-            Segment::Int => out.push_str("<int>"),
-            Segment::Str => out.push_str("<string>"),
-            Segment::Tail => out.push_str("<path>"),
+            Segment::Int => out.push_str("<int:_>"),
+            Segment::Str => out.push_str("<_>"),
+            Segment::Tail => out.push_str("<path:_>"),
         }
     }
 }
@@ -78,9 +78,10 @@ pub(crate) fn split_first(rest: &[u8], sep: u8) -> (&[u8], Option<&[u8]>) {
     }
 }
 
-/// The part of a request path the segment walk starts at: after the leading `/`.
-pub(crate) fn path_body(path: &[u8]) -> &[u8] {
-    path.strip_prefix(b"/").unwrap_or(path)
+/// The part of a request path the segment walk starts at: after the leading `/`. A path
+/// without one (`*`, absolute-form) matches no template.
+pub(crate) fn path_body(path: &[u8]) -> Option<&[u8]> {
+    path.strip_prefix(b"/")
 }
 
 fn parse_segment(text: &str, allow_tail: bool, lowercase: bool) -> Result<Segment, String> {
@@ -148,7 +149,8 @@ impl PathTemplate {
             .count()
     }
 
-    /// The path as one string, placeholders written without names (`/users/<int>`).
+    /// The path as one string, placeholder names replaced by `_` (`/users/<int:_>`); parses
+    /// back to the same template.
     pub fn normalized(&self) -> String {
         let mut out = String::new();
         for seg in &self.segments {
@@ -160,7 +162,10 @@ impl PathTemplate {
 
     /// Does the raw request path match? Bytes are compared as received (no percent-decoding).
     pub fn matches(&self, path: &[u8]) -> bool {
-        let mut rest = Some(path_body(path));
+        let mut rest = path_body(path);
+        if rest.is_none() {
+            return false;
+        }
         for seg in &self.segments {
             let Some(r) = rest else { return false };
             if *seg == Segment::Tail {
@@ -196,7 +201,7 @@ impl HostTemplate {
         self.labels.iter().all(|s| matches!(s, Segment::Literal(_)))
     }
 
-    /// Lowercased host, placeholders written without names (`<string>.example.com`).
+    /// Lowercased host, placeholder names replaced by `_` (`<_>.example.com`).
     pub fn normalized(&self) -> String {
         let mut out = String::new();
         for (i, label) in self.labels.iter().enumerate() {
@@ -241,6 +246,8 @@ mod tests {
         assert!(!p.matches(b"/user"));
         assert!(path("/").matches(b"/"));
         assert!(!path("/").matches(b"/a"));
+        assert!(!path("/users").matches(b"users"));
+        assert!(!path("/<x>").matches(b"*"));
     }
 
     #[test]
@@ -298,8 +305,8 @@ mod tests {
 
     #[test]
     fn names_do_not_change_the_normalized_form() {
-        assert_eq!(path("/a/<x>/<int:y>").normalized(), "/a/<string>/<int>");
-        assert_eq!(path("/a/<path:r>").normalized(), "/a/<path>");
+        assert_eq!(path("/a/<x>/<int:y>").normalized(), "/a/<_>/<int:_>");
+        assert_eq!(path("/a/<path:r>").normalized(), "/a/<path:_>");
         assert_eq!(path("/").normalized(), "/");
     }
 

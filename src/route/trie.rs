@@ -139,7 +139,9 @@ impl PathIndex {
         if let Some(list) = self.exact.get(path) {
             consider(list);
         }
-        self.templates.walk(Some(path_body(path)), &mut consider);
+        if let Some(body) = path_body(path) {
+            self.templates.walk(Some(body), &mut consider);
+        }
         for &len in &self.prefix_lens {
             if len <= path.len() {
                 if let Some(list) = self.prefixes.get(&path[..len]) {

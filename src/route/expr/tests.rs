@@ -52,7 +52,11 @@ fn every_matcher_parses_and_normalizes() {
             r#"HostRegexp(".*\\.example\\.com")"#,
             r#"HostRegexp(".*\\.example\\.com")"#,
         ),
-        (r#"Path("/users/<id>")"#, r#"Path("/users/<string>")"#),
+        (r#"Path("/users/<id>")"#, r#"Path("/users/<_>")"#),
+        (
+            r#"Path("/n/<int:n>/<path:p>")"#,
+            r#"Path("/n/<int:_>/<path:_>")"#,
+        ),
         (r#"PathRegexp("/users/.*")"#, r#"PathRegexp("/users/.*")"#),
         (r#"PathPrefix("/api")"#, r#"PathPrefix("/api")"#),
         (r#"Method("GET")"#, r#"Method("GET")"#),
@@ -66,6 +70,8 @@ fn every_matcher_parses_and_normalizes() {
         let expr = parse(written).unwrap_or_else(|e| panic!("{written}: {e}"));
         assert_eq!(expr.matchers.len(), 1);
         assert_eq!(expr.normalized(), normalized);
+        let again = parse(normalized).unwrap_or_else(|e| panic!("{normalized}: {e}"));
+        assert_eq!(again.normalized(), normalized);
     }
 }
 
@@ -116,6 +122,16 @@ fn and_chains_allow_any_whitespace() {
         method: "POST",
         ..req
     }));
+}
+
+#[test]
+fn normalized_form_escapes_what_double_quotes_cannot_hold() {
+    let expr = parse("Header(`X`, `a\"b\\c\nd`)").unwrap();
+    assert_eq!(expr.normalized(), r#"Header("X", "a\"b\\c\nd")"#);
+    assert_eq!(
+        parse(&expr.normalized()).unwrap().normalized(),
+        expr.normalized()
+    );
 }
 
 #[test]
