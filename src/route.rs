@@ -10,6 +10,8 @@ pub mod table;
 pub mod template;
 mod trie;
 
+pub use documents::upstream_url;
+pub use expr::{Expr, ExprError, Matcher};
 pub use model::{Backend, BackendSettings, Frontend, FrontendSettings, MiddlewareSpec, Server};
 pub use table::{compile, CompileOptions, Compiled, Conflict, Report, RouteTable, Skipped};
 

@@ -42,8 +42,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again.normalized(), normalized);
 
     let mut kv = KvSet::default();
-    kv.entries
-        .insert("/vulcand/backends/b/backend".into(), r#"{"Type":"http"}"#.into());
+    kv.entries.insert(
+        "/vulcand/backends/b/backend".into(),
+        r#"{"Type":"http"}"#.into(),
+    );
     let doc = serde_json::json!({"Type": "http", "BackendId": "b", "Route": text});
     kv.entries
         .insert("/vulcand/frontends/f/frontend".into(), doc.to_string());
@@ -51,5 +53,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(compiled.table.frontends().len(), 1);
     let req = Req { path };
     let found = compiled.table.lookup(&req).is_some();
-    assert_eq!(found, parsed.matches(&req), "index and matchers disagree on {text:?}");
+    assert_eq!(
+        found,
+        parsed.matches(&req),
+        "index and matchers disagree on {text:?}"
+    );
 });

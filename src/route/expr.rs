@@ -13,7 +13,8 @@
 //! - `Path("/x")` matches the whole raw path (no percent-decoding, no query) with `<x>`,
 //!   `<int:x>`, `<path:x>` placeholders. A path without a leading `/` gets one.
 //! - `PathPrefix("/x")` (ringway extension, as Traefik) is a plain byte prefix: `/api` matches
-//!   `/api`, `/api/v1` and also `/apiary`. Write `/api/` to stop at a segment boundary.
+//!   `/api`, `/api/v1` and also `/apiary`. Write `/api/` to stop at a segment boundary. A
+//!   prefix without a leading `/` gets one, like `Path`.
 //! - `*Regexp` arguments are Rust `regex` syntax and **unanchored**, exactly as vulcand's
 //!   `regexp.MatchString`: `PathRegexp("/users")` matches `/v1/users/x`; write `^...$` to
 //!   anchor. `HostRegexp` is case-insensitive (vulcand lowercases both sides).
