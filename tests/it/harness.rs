@@ -398,6 +398,30 @@ impl Client {
         Some(resp)
     }
 
+    /// Exactly `n` raw bytes (bytes already buffered first); None if the stream ended first.
+    #[allow(dead_code)]
+    pub fn read_bytes(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.buf.len() < n {
+            if self.fill() == 0 {
+                return None;
+            }
+        }
+        Some(self.buf.drain(..n).collect())
+    }
+
+    /// Raw bytes up to and including the first `needle`; None if the stream ended first.
+    #[allow(dead_code)]
+    pub fn read_until(&mut self, needle: &[u8]) -> Option<Vec<u8>> {
+        loop {
+            if let Some(i) = find(&self.buf, needle) {
+                return Some(self.buf.drain(..i + needle.len()).collect());
+            }
+            if self.fill() == 0 {
+                return None;
+            }
+        }
+    }
+
     /// True when the server closed the connection (read returns EOF) within `limit`.
     pub fn is_closed(&mut self, limit: Duration) -> bool {
         self.stream.set_read_timeout(Some(limit)).unwrap();
