@@ -60,7 +60,10 @@ fn too_many_header_fields_is_431() {
 #[test]
 fn head_over_max_head_bytes_is_431() {
     let origin = Origin::ok();
-    let rw = limited(&origin, "[limits]\nmax_head_bytes = 2048\n");
+    let rw = limited(
+        &origin,
+        "[limits]\nmax_head_bytes = 2048\nmax_target_bytes = 1024\n",
+    );
     let head = format!(
         "GET /big HTTP/1.1\r\nHost: t\r\nCookie: {}\r\n\r\n",
         "c".repeat(3000)
@@ -165,4 +168,23 @@ fn client_stalling_mid_body_gets_408_and_the_origin_no_complete_request() {
     assert!(c.is_closed(Duration::from_secs(2)));
     std::thread::sleep(Duration::from_millis(100));
     assert!(origin.seen().is_empty(), "origin saw a complete request");
+}
+
+#[test]
+fn a_30000_byte_header_is_forwarded_intact_with_default_limits() {
+    let origin = Origin::ok();
+    let rw = limited(&origin, "");
+    let cookie: String = (0..30_000)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let mut c = Client::connect(rw.addr);
+    for _ in 0..2 {
+        c.send(format!("GET /big HTTP/1.1\r\nHost: t\r\nCookie: {cookie}\r\n\r\n").as_bytes());
+        assert_eq!(c.read_response(false).expect("response").status, 200);
+    }
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen
+        .iter()
+        .all(|s| s.header("cookie") == Some(cookie.as_str())));
 }

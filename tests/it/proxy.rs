@@ -531,3 +531,144 @@ fn absolute_form_target_is_forwarded_in_origin_form() {
     .expect("response");
     assert_eq!(r.text(), "GET /users/7?full=1");
 }
+
+#[test]
+fn client_asking_to_close_gets_connection_close_and_the_upstream_stays_pooled() {
+    let origin = Origin::echo();
+    let rw = proxy_to(&origin);
+    for path in ["/bye/1", "/bye/2"] {
+        let mut c = Client::connect(rw.addr);
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes());
+        let r = c.read_response(false).expect("response");
+        assert_eq!(r.text(), format!("GET {path}"));
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(c.is_closed(Duration::from_secs(2)));
+    }
+    assert_eq!(origin.connections(), 1);
+}
+
+#[test]
+fn hop_by_hop_fields_of_the_response_never_reach_the_client() {
+    // The origin also closes its connection; the client's keep-alive connection is unaffected.
+    let origin = Origin::start(|s| {
+        Reply::BytesThenClose(
+            format!(
+                "HTTP/1.1 200 OK\r\nConnection: close, X-Internal\r\nKeep-Alive: timeout=5\r\n\
+                 X-Internal: secret\r\nX-Public: yes\r\nContent-Length: {}\r\n\r\n{}",
+                s.target.len(),
+                s.target
+            )
+            .into_bytes(),
+        )
+    });
+    let rw = proxy_to(&origin);
+    let mut c = Client::connect(rw.addr);
+    for path in ["/one", "/two"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let r = c
+            .read_response(false)
+            .expect("response on the same connection");
+        assert_eq!(r.text(), path);
+        assert_eq!(r.header("x-public"), Some("yes"));
+        assert_eq!(r.header("x-internal"), None);
+        assert_eq!(r.header("keep-alive"), None);
+        assert_eq!(
+            r.header("connection"),
+            None,
+            "origin's Connection was relayed"
+        );
+    }
+    assert_eq!(
+        origin.connections(),
+        2,
+        "a closed upstream connection is not reused"
+    );
+}
+
+#[test]
+fn pipelined_request_after_a_refused_one_is_still_served() {
+    let origin = Origin::echo();
+    let routes = crate::harness::routes_json(
+        &[("b1", &[origin.addr])],
+        &[("api", "b1", "PathPrefix(`/api`)")],
+    );
+    let rw = Ringway::start(&routes, "");
+    let mut c = Client::connect(rw.addr);
+    c.send(b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\nGET /api/x HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("404").status, 404);
+    let r = c
+        .read_response(false)
+        .expect("pipelined response after the 404");
+    assert_eq!((r.status, r.text().as_str()), (200, "GET /api/x"));
+}
+
+#[test]
+fn chunked_request_trailers_reach_the_origin() {
+    let origin = Origin::start(|s| Reply::ok(&String::from_utf8_lossy(&s.body)));
+    let rw = proxy_to(&origin);
+    let mut c = Client::connect(rw.addr);
+    c.send(
+        b"POST /t HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
+          4\r\nbody\r\n0\r\nX-Checksum: abc\r\n\r\n",
+    );
+    let r = c.read_response(false).expect("response");
+    assert_eq!((r.status, r.text().as_str()), (200, "body"));
+    assert!(origin.seen()[0]
+        .raw
+        .ends_with(b"4\r\nbody\r\n0\r\nX-Checksum: abc\r\n\r\n"));
+    c.send(b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("next").status, 200);
+}
+
+#[test]
+fn client_that_half_closes_after_its_request_still_gets_the_response() {
+    let origin =
+        Origin::start(|_| Reply::After(Duration::from_millis(100), Box::new(Reply::ok("late"))));
+    let rw = proxy_to(&origin);
+    let mut c = Client::connect(rw.addr);
+    c.send(b"GET /half HTTP/1.1\r\nHost: t\r\n\r\n");
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = c.read_response(false).expect("response after half-close");
+    assert_eq!((r.status, r.text().as_str()), (200, "late"));
+}
+
+#[test]
+fn websocket_tunnel_closes_when_the_client_closes() {
+    let origin = Origin::start(|_| {
+        Reply::EchoTunnel(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+                .to_vec(),
+        )
+    });
+    let rw = proxy_to(&origin);
+    let mut c = Client::connect(rw.addr);
+    c.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("101").status, 101);
+    c.send(b"bye");
+    assert_eq!(c.read_bytes(3).expect("echo"), b"bye");
+    c.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(c.is_closed(Duration::from_secs(2)), "tunnel stayed open");
+}
+
+#[test]
+fn idle_websocket_tunnel_is_closed_after_tunnel_idle_ms() {
+    let origin = Origin::start(|_| {
+        Reply::EchoTunnel(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+                .to_vec(),
+        )
+    });
+    let rw = Ringway::start(
+        &catch_all(&[origin.addr]),
+        "[timeouts]\ntunnel_idle_ms = 300\n",
+    );
+    let mut c = Client::connect(rw.addr);
+    c.send(b"GET /ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("101").status, 101);
+    let since = Instant::now();
+    assert!(
+        c.is_closed(Duration::from_secs(3)),
+        "idle tunnel stayed open"
+    );
+    assert!(since.elapsed() >= Duration::from_millis(250));
+}
