@@ -134,3 +134,38 @@ fn a_broken_routes_file_keeps_the_previous_table_serving() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_route_added_while_a_keep_alive_connection_is_open_applies_to_its_next_request() {
+    let a = Origin::start(|_| Reply::ok("a"));
+    let only_a = routes_json(&[("ba", &[a.addr])], &[("fa", "ba", "PathPrefix(`/a`)")]);
+    let rw = Ringway::start(&only_a, "");
+    let mut c = Client::connect(rw.addr);
+    c.send(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("404").status, 404);
+    let b = Origin::start(|_| Reply::ok("b"));
+    rw.set_routes(&routes_json(
+        &[("ba", &[a.addr]), ("bb", &[b.addr])],
+        &[
+            ("fa", "ba", "PathPrefix(`/a`)"),
+            ("fb", "bb", "PathPrefix(`/b`)"),
+        ],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        c.send(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n");
+        let r = c
+            .read_response(false)
+            .expect("response on the same connection");
+        if r.status == 200 {
+            assert_eq!(r.text(), "b");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new route never applied to {}",
+            rw.url("/b")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

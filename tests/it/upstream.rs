@@ -5,12 +5,12 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::harness::{catch_all, free_port, get, routes_json, Client, Ringway};
+use crate::harness::{catch_all, get, routes_json, Client, PortHold, Ringway};
 use crate::origin::{Origin, Reply};
 
-/// A loopback address with nothing listening: connecting is refused.
-fn dead_server() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
+/// A loopback port with nothing listening (connecting is refused), reserved for the test.
+fn dead_server() -> PortHold {
+    PortHold::new()
 }
 
 /// A listener whose accept queue is full and never drained: connecting hangs until the
@@ -48,7 +48,7 @@ fn requests_are_spread_round_robin_over_the_servers() {
 fn a_refusing_server_is_retried_on_another_and_then_skipped() {
     let live = Origin::ok();
     let dead = dead_server();
-    let rw = Ringway::start(&catch_all(&[dead, live.addr]), "");
+    let rw = Ringway::start(&catch_all(&[dead.addr(), live.addr]), "");
     for _ in 0..6 {
         let r = get(rw.addr, "/retry");
         assert_eq!(r.status, 200, "{}", rw.log());
@@ -57,7 +57,7 @@ fn a_refusing_server_is_retried_on_another_and_then_skipped() {
 
     // The refusing server is now marked down: even once it listens again, it gets nothing
     // until fail_timeout (default 10 s) has passed.
-    let revived = Origin::start_on(dead.port(), |_| Reply::ok("revived"));
+    let revived = Origin::start_on(dead.release(), |_| Reply::ok("revived"));
     for _ in 0..6 {
         assert_eq!(get(rw.addr, "/retry").text(), "ok");
     }
@@ -70,11 +70,11 @@ fn a_server_marked_down_gets_traffic_again_after_fail_timeout() {
     let live = Origin::ok();
     let dead = dead_server();
     let rw = Ringway::start(
-        &catch_all(&[dead, live.addr]),
+        &catch_all(&[dead.addr(), live.addr]),
         "[upstream]\nfail_timeout_ms = 300\n",
     );
     assert_eq!(get(rw.addr, "/").status, 200);
-    let revived = Origin::start_on(dead.port(), |_| Reply::ok("revived"));
+    let revived = Origin::start_on(dead.release(), |_| Reply::ok("revived"));
     std::thread::sleep(Duration::from_millis(400));
     for _ in 0..4 {
         assert_eq!(get(rw.addr, "/").status, 200);
@@ -97,7 +97,8 @@ fn backend_without_servers_answers_503_naming_the_reason() {
 
 #[test]
 fn all_servers_refusing_answers_502() {
-    let rw = Ringway::start(&catch_all(&[dead_server(), dead_server()]), "");
+    let (a, b) = (dead_server(), dead_server());
+    let rw = Ringway::start(&catch_all(&[a.addr(), b.addr()]), "");
     let r = get(rw.addr, "/down");
     assert_eq!(r.status, 502, "{}: {}", r.text(), rw.log());
     assert!(r.text().contains("upstream"), "{}", r.text());
@@ -105,7 +106,8 @@ fn all_servers_refusing_answers_502() {
 
 #[test]
 fn the_only_server_refusing_answers_502() {
-    let rw = Ringway::start(&catch_all(&[dead_server()]), "");
+    let dead = dead_server();
+    let rw = Ringway::start(&catch_all(&[dead.addr()]), "");
     let r = get(rw.addr, "/down");
     assert_eq!(r.status, 502, "{}", r.text());
 }
@@ -132,7 +134,7 @@ fn unreachable_origin_answers_504_after_connect_ms() {
     let started = Instant::now();
     let r = get(rw.addr, "/hole");
     let took = started.elapsed();
-    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.status, 504, "{} after {took:?}: {}", r.text(), rw.log());
     assert!(took < Duration::from_millis(1500), "took {took:?}");
 }
 
@@ -219,4 +221,49 @@ fn sequential_requests_use_at_most_one_upstream_connection_per_worker() {
         "{} upstream connections for 40 sequential requests",
         origin.connections()
     );
+}
+
+#[test]
+fn origin_stalling_mid_body_gets_the_client_connection_closed_after_upstream_read_ms() {
+    let origin = Origin::start(|_| {
+        Reply::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part of it".to_vec())
+    });
+    let rw = Ringway::start(
+        &catch_all(&[origin.addr]),
+        "[timeouts]\nupstream_read_ms = 300\n",
+    );
+    let mut c = Client::connect(rw.addr);
+    let started = Instant::now();
+    c.send(b"GET /stall HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(
+        c.read_response(false).is_none(),
+        "a truncated body was passed off as whole"
+    );
+    assert!(started.elapsed() < Duration::from_millis(1500));
+}
+
+#[test]
+fn a_backend_moved_to_another_server_is_not_served_from_the_old_pool() {
+    let old = Origin::start(|_| Reply::ok("old"));
+    let new = Origin::start(|_| Reply::ok("new"));
+    let rw = Ringway::start(&catch_all(&[old.addr]), "");
+    let mut c = Client::connect(rw.addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("response").text(), "old");
+    rw.set_routes(&catch_all(&[new.addr]));
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        if c.read_response(false).expect("response").text() == "new" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still served by the old server");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = old.seen().len();
+    for _ in 0..5 {
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(c.read_response(false).expect("response").text(), "new");
+    }
+    assert_eq!(old.seen().len(), before);
 }
