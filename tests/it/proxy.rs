@@ -374,18 +374,36 @@ fn forwarding_fields_are_added_for_the_origin() {
 }
 
 #[test]
-fn client_supplied_forwarded_proto_and_host_are_replaced_by_the_proxys_own() {
-    // vulcand's default (TrustForwardHeader false): the origin sees what this hop observed.
+fn previous_hops_forwarded_proto_and_host_are_kept() {
+    // A mesh hop behind the edge: the origin sees what the first hop observed, once.
     let origin = Origin::ok();
     let rw = proxy_to(&origin);
     request(
         rw.addr,
-        b"GET /f HTTP/1.1\r\nHost: api.example\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\n\r\n",
+        b"GET /f HTTP/1.1\r\nHost: mesh.local\r\nX-Forwarded-Proto: https\r\n\
+          X-Forwarded-Host: api.example\r\n\r\n",
     )
     .expect("response");
     let seen = &origin.seen()[0];
-    assert_eq!(seen.headers_named("x-forwarded-proto"), ["http"]);
+    assert_eq!(seen.headers_named("x-forwarded-proto"), ["https"]);
     assert_eq!(seen.headers_named("x-forwarded-host"), ["api.example"]);
+}
+
+#[test]
+fn forwarding_fields_named_in_connection_are_hop_by_hop_too() {
+    let origin = Origin::ok();
+    let rw = proxy_to(&origin);
+    request(
+        rw.addr,
+        b"GET /f HTTP/1.1\r\nHost: api.example\r\nConnection: X-Forwarded-Host, X-Request-Id\r\n\
+          X-Forwarded-Host: hop.internal\r\nX-Request-Id: hop-only\r\n\r\n",
+    )
+    .expect("response");
+    let seen = &origin.seen()[0];
+    assert_eq!(seen.headers_named("x-forwarded-host"), ["api.example"]);
+    let ids = seen.headers_named("x-request-id");
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_ne!(ids[0], "hop-only");
 }
 
 #[test]
