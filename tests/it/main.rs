@@ -2,5 +2,10 @@
 
 mod cli;
 mod harness;
+mod lifecycle;
+mod limits;
+mod memory;
 mod origin;
+mod proxy;
 mod smoke;
+mod upstream;
