@@ -73,6 +73,8 @@ pub(crate) fn httparse_error(err: httparse::Error, version: &[u8]) -> HttpError 
     match err {
         httparse::Error::TooManyHeaders => HttpError::HeadTooLarge("too many header fields"),
         httparse::Error::Version => match version {
+            // 1.0 and 1.1 are supported: httparse refusing one means the line around it is bad.
+            b"HTTP/1.0" | b"HTTP/1.1" => HttpError::Malformed("malformed start line"),
             [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
                 if major.is_ascii_digit() && minor.is_ascii_digit() =>
             {
