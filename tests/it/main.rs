@@ -2,5 +2,6 @@
 
 mod cli;
 mod harness;
+mod hostile;
 mod origin;
 mod smoke;
