@@ -3,5 +3,6 @@
 mod cli;
 mod harness;
 mod hostile;
+mod hostile_upstream;
 mod origin;
 mod smoke;
