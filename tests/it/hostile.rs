@@ -1130,3 +1130,36 @@ fn hostile_pipeline_is_answered_in_order_and_framed_per_request() {
     assert_eq!(seen[0].body, HIDDEN.as_bytes());
     assert_eq!(seen[1].body, HIDDEN.as_bytes());
 }
+
+#[test]
+fn hostile_absolute_form_target_overrides_a_passed_host() {
+    let origin = Origin::echo();
+    let routes = serde_json::json!({
+        "/vulcand/backends/b1/backend": {"Type": "http"},
+        "/vulcand/backends/b1/servers/s1": {"URL": format!("http://{}", origin.addr)},
+        "/vulcand/frontends/f1/frontend": {
+            "Type": "http",
+            "BackendId": "b1",
+            "Route": "PathPrefix(`/`)",
+            "Settings": {"PassHostHeader": true}
+        }
+    });
+    let rw = Ringway::start(&routes.to_string(), PROFILE);
+    let mut c = Client::connect(rw.addr);
+    // RFC 9112 §3.2.2: a proxy ignores Host when the target is in absolute form and
+    // forwards the target's authority instead, or router and origin disagree on the host.
+    c.send(
+        b"GET http://good.example/x HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    );
+    let r = c.read_response(false).expect("a response");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, "/x");
+    assert_eq!(
+        seen[0].headers_named("host"),
+        ["good.example"],
+        "{:?}",
+        String::from_utf8_lossy(&seen[0].raw)
+    );
+}

@@ -178,7 +178,7 @@ fn hostile_upstream_responses_become_502_and_the_connection_is_dropped() {
         let after = seen.iter().rev().find(|s| s.target == "/after");
         match (bad, after) {
             (Some(bad), Some(after)) if bad.conn != after.conn => {}
-            (Some(bad), Some(after)) => problems.push(format!(
+            (Some(bad), Some(_)) => problems.push(format!(
                 "the next request reused upstream connection {} of the hostile response",
                 bad.conn
             )),
