@@ -7,6 +7,8 @@ pub mod fields;
 mod head;
 pub mod request;
 pub mod response;
+#[cfg(test)]
+mod test_rng;
 
 pub use chunked::{ChunkProgress, ChunkedDecoder};
 pub use error::HttpError;
@@ -109,7 +111,7 @@ pub struct HeadLimits {
     pub max_head_bytes: usize,
     /// Longest request target, in bytes (414 beyond it).
     pub max_target_bytes: usize,
-    /// Most header fields (431 beyond it).
+    /// Most header fields (431 beyond it). The parsers honour at most 256.
     pub max_headers: usize,
 }
 

@@ -386,7 +386,13 @@ fn build_upstream_head(
         });
     }
     for f in &c.fields {
-        let skip = f.drop
+        // The codec marks X-Forwarded-* and X-Request-Id as rewritten by the proxy; a mesh
+        // hop keeps the previous hop's Proto, Host and request id, and extends the For list.
+        let kept_forwarding = matches!(
+            f.kind,
+            FieldKind::XForwardedProto | FieldKind::XForwardedHost | FieldKind::XRequestId
+        );
+        let skip = (f.drop && !kept_forwarding)
             || matches!(f.kind, FieldKind::Expect | FieldKind::XForwardedFor)
             || (f.kind == FieldKind::Host && !pass_host);
         if !skip {

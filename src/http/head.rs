@@ -111,8 +111,8 @@ pub(crate) struct FieldFacts {
     pub expect_continue: bool,
 }
 
-/// Turns httparse's fields (parsed from `buf[..head_len]`) into offsets in `fields`, applying
-/// the checks httparse leaves out.
+/// Turns httparse's fields (parsed from `buf[..head_len]`) into offsets appended to `fields`
+/// (which the caller cleared), applying the checks httparse leaves out.
 pub(crate) fn collect_fields(
     buf: &[u8],
     head_len: usize,
@@ -120,7 +120,6 @@ pub(crate) fn collect_fields(
     role: Role,
     fields: &mut Vec<HeaderField>,
 ) -> Result<FieldFacts, HttpError> {
-    fields.clear();
     let base = buf.as_ptr() as usize;
     let mut facts = FieldFacts::default();
     let switching = role == Role::Response { status: 101 };

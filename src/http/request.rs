@@ -95,6 +95,7 @@ pub fn parse_request(
     limits: &HeadLimits,
     fields: &mut Vec<HeaderField>,
 ) -> Result<Parsed<RequestHead>, HttpError> {
+    fields.clear();
     let head_len = match scan_head(buf, scanned, limits.max_head_bytes)? {
         Scan::Complete(len) => len,
         Scan::Partial(scanned) => {
