@@ -411,3 +411,14 @@ fn hostile_upstream_cut_after_the_head_in_a_later_read_closes_the_client() {
     let body_at = find(&got, b"\r\n\r\n").expect("a head") + 4;
     assert_eq!(&got[body_at..], b"abc");
 }
+
+#[test]
+fn hostile_upstream_repeated_identical_length_reaches_the_client_once() {
+    let origin = Origin::start(|_| {
+        bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok")
+    });
+    let rw = Ringway::start(&catch_all(&[origin.addr]), "");
+    let r = crate::harness::get(rw.addr, "/twice");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert_eq!(r.headers_named("content-length"), ["2"]);
+}
