@@ -73,6 +73,8 @@ pub(crate) fn httparse_error(err: httparse::Error, version: &[u8]) -> HttpError 
     match err {
         httparse::Error::TooManyHeaders => HttpError::HeadTooLarge("too many header fields"),
         httparse::Error::Version => match version {
+            // 1.0 and 1.1 are supported: httparse refusing one means the line around it is bad.
+            b"HTTP/1.0" | b"HTTP/1.1" => HttpError::Malformed("malformed start line"),
             [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
                 if major.is_ascii_digit() && minor.is_ascii_digit() =>
             {
@@ -196,5 +198,39 @@ fn ascii_only(value: &[u8], why: &'static str) -> Result<(), HttpError> {
         Ok(())
     } else {
         Err(HttpError::Malformed(why))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::http::{parse_request, HeadLimits};
+
+    fn status_of(raw: &[u8]) -> Option<u16> {
+        let mut fields = Vec::new();
+        match parse_request(raw, 0, &HeadLimits::default(), &mut fields) {
+            Ok(_) => None,
+            Err(e) => Some(e.request_status()),
+        }
+    }
+
+    #[test]
+    fn only_a_well_formed_unknown_version_is_505() {
+        let cases: &[(&[u8], u16)] = &[
+            (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
+            (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+            (b"GET / http/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET /a b HTTP/2.0\r\nHost: a\r\n\r\n", 400),
+            (b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 400),
+            (b"GET /\r\nHost: a\r\n\r\n", 400),
+        ];
+        for &(raw, want) in cases {
+            assert_eq!(
+                status_of(raw),
+                Some(want),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
     }
 }

@@ -2,6 +2,8 @@
 
 mod cli;
 mod harness;
+mod hostile;
+mod hostile_upstream;
 mod lifecycle;
 mod limits;
 mod memory;
