@@ -56,8 +56,9 @@ pub struct HeaderField {
     pub value: Span,
     /// The whole line including its CRLF, as forwarded when the field is kept.
     pub line: Span,
-    /// True when the proxy must not forward this line as-is: hop-by-hop fields, fields named in
-    /// `Connection`, and fields the proxy rewrites itself (`X-Forwarded-*`, `X-Request-Id`).
+    /// True when the proxy must not forward this line: hop-by-hop fields and fields named in
+    /// `Connection`. Fields the proxy rewrites (`X-Forwarded-*`, `X-Request-Id`) are left to
+    /// the data plane, which knows them by `kind`.
     pub drop: bool,
     /// Which well-known field this is, so the data plane never compares names again.
     pub kind: FieldKind,

@@ -175,8 +175,9 @@ pub(crate) fn collect_fields(
             FieldKind::XForwardedFor
             | FieldKind::XForwardedProto
             | FieldKind::XForwardedHost
-            | FieldKind::XRequestId => drop = role == Role::Request,
-            FieldKind::Trailer | FieldKind::Other => {}
+            | FieldKind::XRequestId
+            | FieldKind::Trailer
+            | FieldKind::Other => {}
         }
         fields.push(HeaderField {
             name: Span::new(name_start, name_start + name.len()),

@@ -442,7 +442,7 @@ fn oversized_heads_and_too_many_fields_get_431() {
 }
 
 #[test]
-fn hop_by_hop_and_rewritten_fields_are_dropped() {
+fn hop_by_hop_fields_are_dropped_and_forwarding_fields_left_to_the_proxy() {
     let raw = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n\
         Proxy-Connection: x\r\nTE: trailers\r\nUpgrade: h2c\r\nX-Forwarded-For: 1.1.1.1\r\n\
         X-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\nX-Request-Id: r\r\nTrailer: x\r\nAccept: *\r\n\r\n";
@@ -452,7 +452,18 @@ fn hop_by_hop_and_rewritten_fields_are_dropped() {
         .filter(|f| !f.drop)
         .map(|f| text(raw, f.name))
         .collect();
-    assert_eq!(kept, ["Host", "Trailer", "Accept"]);
+    assert_eq!(
+        kept,
+        [
+            "Host",
+            "X-Forwarded-For",
+            "X-Forwarded-Proto",
+            "X-Forwarded-Host",
+            "X-Request-Id",
+            "Trailer",
+            "Accept"
+        ]
+    );
 }
 
 #[test]
