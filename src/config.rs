@@ -244,6 +244,10 @@ pub struct TimeoutsConfig {
     pub header_ms: u64,
     /// How long an idle keep-alive client connection is kept. Default 60000.
     pub keepalive_ms: u64,
+    /// For this long after a response, an idle keep-alive connection keeps a read (and its
+    /// small buffer) pending for the next request; after it, it waits for readability alone
+    /// and holds no buffer. Default 1000.
+    pub idle_hot_ms: u64,
     /// Longest pause between two reads of a request body (408). Default 30000.
     pub body_ms: u64,
     /// Upstream connect deadline (504, as nginx). Default 3000.
@@ -263,6 +267,7 @@ impl Default for TimeoutsConfig {
         TimeoutsConfig {
             header_ms: 10_000,
             keepalive_ms: 60_000,
+            idle_hot_ms: 1_000,
             body_ms: 30_000,
             connect_ms: 3_000,
             upstream_read_ms: 30_000,
@@ -331,6 +336,9 @@ impl TimeoutsConfig {
     }
     pub fn keepalive(&self) -> Duration {
         Duration::from_millis(self.keepalive_ms)
+    }
+    pub fn idle_hot(&self) -> Duration {
+        Duration::from_millis(self.idle_hot_ms)
     }
     pub fn body(&self) -> Duration {
         Duration::from_millis(self.body_ms)
@@ -474,6 +482,7 @@ impl Profile {
         for (key, v) in [
             ("timeouts.header_ms", t.header_ms),
             ("timeouts.keepalive_ms", t.keepalive_ms),
+            ("timeouts.idle_hot_ms", t.idle_hot_ms),
             ("timeouts.body_ms", t.body_ms),
             ("timeouts.connect_ms", t.connect_ms),
             ("timeouts.upstream_read_ms", t.upstream_read_ms),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpListener;
 
-use super::buffers::BufPool;
+use super::buffers::{BufPool, ScratchPool};
 use super::conn::serve;
 use super::shutdown::Shutdown;
 use super::upstream::{UpstreamSettings, Upstreams};
@@ -95,6 +95,7 @@ pub struct Worker {
     #[allow(clippy::redundant_allocation)]
     table: RefCell<Rc<Arc<RouteTable>>>,
     pub bufs: BufPool,
+    pub scratch: ScratchPool,
     pub upstreams: Upstreams,
     pub shutdown: Shutdown,
     /// Client connections currently open.
@@ -312,6 +313,7 @@ async fn worker_main(
     let w = Rc::new(Worker {
         id,
         bufs: BufPool::new(cfg.buffer_bytes, 1024),
+        scratch: ScratchPool::default(),
         upstreams: Upstreams::new(UpstreamSettings {
             max_idle_per_server: cfg.upstream.max_idle_per_server,
             idle_timeout: Duration::from_millis(cfg.upstream.idle_timeout_ms),
