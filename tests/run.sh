@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests need, installed only when missing.
 need_pkgs=()
+command -v nix-instantiate >/dev/null || need_pkgs+=(nix-bin)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq

@@ -1,6 +1,7 @@
 //! Integration tests: the real `ringway` binary against real TCP origins on loopback.
 
 mod cli;
+mod deploy;
 mod harness;
 mod hostile;
 mod hostile_upstream;

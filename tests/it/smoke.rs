@@ -54,7 +54,9 @@ fn a_connection_idle_past_the_hot_window_still_serves_its_next_request() {
     let mut c = Client::connect(rw.addr);
     for i in 0..3 {
         c.send(format!("GET /idle/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-        let r = c.read_response(false).expect("response after a cold idle wait");
+        let r = c
+            .read_response(false)
+            .expect("response after a cold idle wait");
         assert_eq!(r.text(), format!("GET /idle/{i}"));
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
@@ -62,5 +64,8 @@ fn a_connection_idle_past_the_hot_window_still_serves_its_next_request() {
     c.send(b"GET /split HTTP/1.1\r\n");
     std::thread::sleep(std::time::Duration::from_millis(80));
     c.send(b"Host: t\r\n\r\n");
-    assert_eq!(c.read_response(false).expect("response").text(), "GET /split");
+    assert_eq!(
+        c.read_response(false).expect("response").text(),
+        "GET /split"
+    );
 }
