@@ -167,6 +167,11 @@ impl Plan {
         Ok(plan)
     }
 
+    fn backend_id(&self) -> &str {
+        let rest = self.backend_key.trim_end_matches("/backend");
+        rest.rsplit('/').next().unwrap_or(rest)
+    }
+
     /// Compile what would be written on its own: a value every node would skip is refused here.
     fn validate(&self, prefix: &str) -> anyhow::Result<()> {
         let mut kv = KvSet::default();
@@ -175,11 +180,23 @@ impl Plan {
         kv.entries
             .insert(self.server_key.clone(), self.server_doc.clone());
         kv.entries.extend(self.docs.iter().cloned());
+        // A middleware may belong to a frontend another service registered: stand one in.
+        let ours: Vec<String> = kv.entries.keys().cloned().collect();
+        for key in &ours {
+            if let Some((front, _)) = key.split_once("/middlewares/") {
+                let frontend = format!("{front}/frontend");
+                kv.entries.entry(frontend).or_insert_with(|| {
+                    let route = "Path(`/.ringway-register-check`)";
+                    serde_json::json!({"Type": "http", "BackendId": self.backend_id(), "Route": route})
+                        .to_string()
+                });
+            }
+        }
         let opts = CompileOptions {
             prefix: prefix.to_string(),
         };
         let report = compile(&kv, &opts).report;
-        if let Some(s) = report.skipped.first() {
+        if let Some(s) = report.skipped.iter().find(|s| ours.contains(&s.key)) {
             bail!("{}: {} (nothing was written)", s.key, s.reason);
         }
         Ok(())

@@ -78,15 +78,21 @@ impl RouteSync {
                     break;
                 }
             }
-            let attempt = async {
-                let c = match client.take() {
+            let cfg = self.cfg.clone();
+            let reuse = client.take();
+            let attempt = async move {
+                let c = match reuse {
                     Some(c) => c,
-                    None => client::connect(&self.cfg).await?,
+                    None => client::connect(&cfg).await?,
                 };
-                let kv = client::read_all(&c, &self.cfg).await?;
+                let kv = client::read_all(&c, &cfg).await?;
                 Ok::<_, EtcdError>((c, kv))
             };
-            let (c, kv) = match attempt.await {
+            let result = tokio::select! {
+                _ = self.stop.changed() => break,
+                r = attempt => r,
+            };
+            let (c, kv) = match result {
                 Ok(ok) => ok,
                 Err(e) => {
                     self.handle.set_etcd_connected(false);
@@ -157,19 +163,17 @@ impl RouteSync {
         }
     }
 
-    /// Replace the whole set with a full read; compile only when something changed.
+    /// Replace the whole set with a full read. Full reads are rare (start-up, reconnects,
+    /// compaction), so the table is always recompiled, which also stamps its revision.
     fn apply_full_read(&mut self, kv: KvSet) {
-        let changed = kv.entries != self.kv.entries || !self.handle.is_loaded();
         tracing::info!(
             revision = kv.revision,
             keys = kv.entries.len(),
-            changed,
+            changed = kv.entries != self.kv.entries,
             "read every route key from etcd"
         );
         self.kv = kv;
-        if changed {
-            self.compile_and_publish();
-        }
+        self.compile_and_publish();
         self.handle.mark_synced();
         self.write_snapshot_if(true);
     }
