@@ -187,10 +187,25 @@ fn default_poll_ms() -> u64 {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EtcdConfig {
-    /// Default `["http://127.0.0.1:2379"]`.
+    /// Client URLs of the cluster; requests are balanced over them. Default
+    /// `["http://127.0.0.1:2379"]`. `https://` needs the `etcd-tls` build feature.
     pub endpoints: Vec<String>,
     /// Key prefix. Default `/vulcand`.
     pub prefix: String,
+    /// User for etcd authentication. Default none (no auth). Needs `password`.
+    pub username: Option<String>,
+    /// Password of `username`. Default none.
+    pub password: Option<String>,
+    /// CA bundle (PEM) that signs the etcd servers' certificates. Default none. Needs the
+    /// `etcd-tls` build feature; setting any TLS key turns TLS on.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS. Default none. Needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `cert_file`. Default none.
+    pub key_file: Option<PathBuf>,
+    /// Deadline for reaching etcd: the start-up probe, each reconnect, each full read, in
+    /// milliseconds. Default 2000.
+    pub dial_timeout_ms: u64,
 }
 
 impl Default for EtcdConfig {
@@ -198,7 +213,20 @@ impl Default for EtcdConfig {
         EtcdConfig {
             endpoints: vec!["http://127.0.0.1:2379".to_string()],
             prefix: "/vulcand".to_string(),
+            username: None,
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            dial_timeout_ms: 2000,
         }
+    }
+}
+
+impl EtcdConfig {
+    /// Whether any TLS key is set.
+    pub fn wants_tls(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
     }
 }
 
@@ -371,7 +399,16 @@ impl Profile {
                 *f = base.join(&*f);
             }
         }
-        if let Some(f) = profile.routes.snapshot.as_mut() {
+        let etcd = &mut profile.etcd;
+        for f in [
+            profile.routes.snapshot.as_mut(),
+            etcd.ca_file.as_mut(),
+            etcd.cert_file.as_mut(),
+            etcd.key_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if f.is_relative() {
                 *f = base.join(&*f);
             }
@@ -444,6 +481,30 @@ impl Profile {
         }
         if !self.etcd.prefix.starts_with('/') {
             return Err(invalid("etcd.prefix", "must start with '/'".into()));
+        }
+        let etcd = &self.etcd;
+        for (i, e) in etcd.endpoints.iter().enumerate() {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(invalid(
+                    &format!("etcd.endpoints[{i}]"),
+                    format!("must be an http:// or https:// URL, got {e:?}"),
+                ));
+            }
+        }
+        if etcd.username.is_some() != etcd.password.is_some() {
+            return Err(invalid(
+                "etcd.password",
+                "etcd.username and etcd.password go together".into(),
+            ));
+        }
+        if etcd.cert_file.is_some() != etcd.key_file.is_some() {
+            return Err(invalid(
+                "etcd.key_file",
+                "etcd.cert_file and etcd.key_file go together".into(),
+            ));
+        }
+        if etcd.dial_timeout_ms == 0 {
+            return Err(invalid("etcd.dial_timeout_ms", "must be at least 1".into()));
         }
         if self.routes.file_poll_ms == 0 {
             return Err(invalid("routes.file_poll_ms", "must be at least 1".into()));
@@ -576,6 +637,13 @@ mod tests {
             ("[timeouts]\nheader_ms = 0\n", "timeouts.header_ms"),
             ("[log]\nlevel = \"loud\"\n", "log.level"),
             ("[etcd]\nprefix = \"vulcand\"\n", "etcd.prefix"),
+            (
+                "[etcd]\nendpoints = [\"127.0.0.1:2379\"]\n",
+                "etcd.endpoints[0]",
+            ),
+            ("[etcd]\nusername = \"u\"\n", "etcd.password"),
+            ("[etcd]\ncert_file = \"c.pem\"\n", "etcd.key_file"),
+            ("[etcd]\ndial_timeout_ms = 0\n", "etcd.dial_timeout_ms"),
         ];
         for (extra, key) in cases {
             let err = parse(&format!("{extra}\n{MINIMAL}"))

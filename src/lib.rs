@@ -11,4 +11,5 @@ pub mod dataplane;
 pub mod demo;
 pub mod http;
 pub mod node;
+pub mod register;
 pub mod route;
