@@ -12,3 +12,4 @@ pub mod demo;
 pub mod http;
 pub mod node;
 pub mod route;
+pub mod throttle;
