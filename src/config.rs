@@ -315,7 +315,7 @@ pub struct ThrottleConfig {
     /// node-wide bucket is kept until it is full again, so forgetting never resets a limit.
     /// Default 60.
     pub idle_key_secs: u64,
-    /// Keys each worker tracks at most; beyond it the least recently used is evicted (its
+    /// Keys each worker tracks at most; beyond it one not used recently is evicted (its
     /// state stays node-wide). Default 100000.
     pub max_keys: usize,
 }

@@ -15,7 +15,7 @@
 //!
 //! An entry is dropped when no worker references it any more and forgetting it loses
 //! nothing: a token pool whose bucket is full again, a counter with nothing in flight. A
-//! shard holding more than its share of `max_keys × workers` first drops those, then any
+//! shard holding more than its share of `2 × max_keys × workers` first drops those, then any
 //! pool no worker references (that key starts again with a full bucket: a flood of distinct
 //! keys can cost a pushed-out key one extra burst, never memory); entries workers still
 //! reference are never dropped, and those are bounded by the workers' own `max_keys`.
