@@ -44,6 +44,8 @@ pub struct Profile {
     #[serde(default)]
     pub upstream: UpstreamConfig,
     #[serde(default)]
+    pub throttle: ThrottleConfig,
+    #[serde(default)]
     pub admin: Option<AdminConfig>,
     #[serde(default)]
     pub log: LogConfig,
@@ -334,6 +336,33 @@ impl Default for UpstreamConfig {
     }
 }
 
+/// `[throttle]`: how `ratelimit` and `connlimit` middlewares refuse, and how many keys
+/// they remember.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// Status of a throttled request: 429 (default, as vulcand) or 503 (as nginx's
+    /// `limit_req_status` default).
+    pub reject_status: u16,
+    /// A key (client, host, header value) unused for this many seconds is forgotten; its
+    /// node-wide bucket is kept until it is full again, so forgetting never resets a limit.
+    /// Default 60.
+    pub idle_key_secs: u64,
+    /// Keys each worker tracks at most; beyond it one not used recently is evicted (its
+    /// state stays node-wide). Default 100000.
+    pub max_keys: usize,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            reject_status: 429,
+            idle_key_secs: 60,
+            max_keys: 100_000,
+        }
+    }
+}
+
 /// `[admin]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -556,6 +585,24 @@ impl Profile {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
+        if !matches!(self.throttle.reject_status, 429 | 503) {
+            return Err(invalid(
+                "throttle.reject_status",
+                format!("must be 429 or 503, got {}", self.throttle.reject_status),
+            ));
+        }
+        if self.throttle.idle_key_secs == 0 {
+            return Err(invalid(
+                "throttle.idle_key_secs",
+                "must be at least 1".into(),
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.throttle.max_keys) {
+            return Err(invalid(
+                "throttle.max_keys",
+                "must be between 1 and 10000000".into(),
+            ));
+        }
         if self.upstream.max_fails == 0 {
             return Err(invalid("upstream.max_fails", "must be at least 1".into()));
         }
@@ -619,6 +666,9 @@ mod tests {
         assert_eq!(p.timeouts.connect_ms, 3000);
         assert_eq!(p.etcd.prefix, "/vulcand");
         assert!(p.admin.is_none());
+        assert_eq!(p.throttle.reject_status, 429);
+        assert_eq!(p.throttle.idle_key_secs, 60);
+        assert_eq!(p.throttle.max_keys, 100_000);
     }
 
     #[test]
@@ -644,6 +694,12 @@ mod tests {
             ("[etcd]\nusername = \"u\"\n", "etcd.password"),
             ("[etcd]\ncert_file = \"c.pem\"\n", "etcd.key_file"),
             ("[etcd]\ndial_timeout_ms = 0\n", "etcd.dial_timeout_ms"),
+            (
+                "[throttle]\nreject_status = 500\n",
+                "throttle.reject_status",
+            ),
+            ("[throttle]\nidle_key_secs = 0\n", "throttle.idle_key_secs"),
+            ("[throttle]\nmax_keys = 0\n", "throttle.max_keys"),
         ];
         for (extra, key) in cases {
             let err = parse(&format!("{extra}\n{MINIMAL}"))

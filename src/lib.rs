@@ -13,3 +13,4 @@ pub mod http;
 pub mod node;
 pub mod register;
 pub mod route;
+pub mod throttle;

@@ -12,7 +12,7 @@ use monoio::net::TcpStream;
 use super::buffers::Scratch;
 use super::error::ProxyError;
 use super::exchange::{self, BodyState};
-use super::respond::error_response;
+use super::respond::{error_response, error_response_with};
 use super::view::RequestView;
 use super::worker::Worker;
 use crate::http::{parse_request, BodyFraming, ChunkedDecoder, HeaderField, Parsed, RequestHead};
@@ -273,6 +273,16 @@ impl Conn {
         let Some(frontend) = table.lookup(&view) else {
             return self.refuse(w, &head, ProxyError::NoRoute).await;
         };
+        let limits = frontend
+            .middlewares
+            .iter()
+            .filter_map(|m| m.limit.as_deref());
+        let admitted = w.throttle.borrow_mut().admit(limits, &view, self.peer.ip());
+        // Held until the exchange ends (connlimit slots).
+        let admission = match admitted {
+            Ok(a) => a,
+            Err(r) => return self.refuse(w, &head, ProxyError::Throttled(r)).await,
+        };
         let backend = table.backend(frontend.backend);
 
         // Body bytes already received, and whether the whole body is here.
@@ -292,7 +302,9 @@ impl Conn {
         if backend.servers.is_empty() {
             return self.refuse(w, &head, ProxyError::NoServer).await;
         }
-        exchange::proxy(self, w, &head, frontend, backend, &mut body).await
+        let next = exchange::proxy(self, w, &head, frontend, backend, &mut body).await;
+        drop(admission);
+        next
     }
 
     /// Answer a request that reaches no upstream. The connection stays open only when the
@@ -339,7 +351,12 @@ impl Conn {
         tracing::debug!(peer = %self.peer, blame = ?err.blame(), status, "{err}");
         self.linger |= !keep_alive;
         let mut out = std::mem::take(&mut self.extra);
-        error_response(&mut out, status, reason, keep_alive, head_only);
+        match err.header_lines() {
+            Some(extra) => {
+                error_response_with(&mut out, status, reason, &extra, keep_alive, head_only)
+            }
+            None => error_response(&mut out, status, reason, keep_alive, head_only),
+        }
         let res = monoio::time::timeout(w.cfg.timeouts.send(), self.stream.write_all(out)).await;
         match res {
             Ok((r, back)) => {

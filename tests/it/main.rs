@@ -17,4 +17,5 @@ mod memory;
 mod origin;
 mod proxy;
 mod smoke;
+mod throttle;
 mod upstream;
