@@ -421,7 +421,7 @@ mod tests {
             "--frontend",
             "users=PathPrefix(`/users`)",
             "--middleware",
-            r#"users/rl={"Type":"ratelimit","Priority":1,"Middleware":{"Requests":10}}"#,
+            r#"users/rl={"Type":"ratelimit","Priority":1,"Middleware":{"Requests":10,"PeriodSeconds":1,"Variable":"client.ip"}}"#,
             "--ttl",
             "1500ms",
         ]))
