@@ -248,6 +248,9 @@ pub struct LimitsConfig {
     /// Size of the pooled buffers a connection borrows while a request or response is in
     /// flight, in bytes. Default 16384.
     pub buffer_bytes: usize,
+    /// Buffer a body larger than one `buffer_bytes` read streams through, in bytes: fewer
+    /// reads and writes per byte for large transfers. Default 65536.
+    pub body_buffer_bytes: usize,
     /// Buffer an idle keep-alive client connection keeps for its next request head, in bytes;
     /// it grows up to `max_head_bytes` for larger heads. Default 1024.
     pub idle_buffer_bytes: usize,
@@ -261,6 +264,7 @@ impl Default for LimitsConfig {
             max_headers: 100,
             max_body_bytes: 0,
             buffer_bytes: 16 * 1024,
+            body_buffer_bytes: 64 * 1024,
             idle_buffer_bytes: 1024,
         }
     }
@@ -566,6 +570,12 @@ impl Profile {
             return Err(invalid(
                 "limits.buffer_bytes",
                 "must be at least 1024".into(),
+            ));
+        }
+        if lim.body_buffer_bytes < lim.buffer_bytes || lim.body_buffer_bytes > 16 << 20 {
+            return Err(invalid(
+                "limits.body_buffer_bytes",
+                "must be at least limits.buffer_bytes and at most 16 MiB".into(),
             ));
         }
         let t = &self.timeouts;

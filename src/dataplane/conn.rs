@@ -21,7 +21,8 @@ use crate::http::{parse_request, BodyFraming, ChunkedDecoder, HeaderField, Parse
 pub struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
-    pub peer_ip: Box<str>,
+    /// The peer address as text, formatted once per connection (no heap).
+    pub peer_ip: PeerText,
     /// Bytes read from the client; the current request always starts at offset 0.
     pub rbuf: Vec<u8>,
     /// Lines the proxy adds to a forwarded head.
@@ -34,6 +35,27 @@ pub struct Conn {
     pub linger: bool,
 }
 
+/// An IP address as text in a fixed inline buffer (the longest IPv6 text is 45 bytes).
+pub struct PeerText {
+    buf: [u8; 46],
+    len: u8,
+}
+
+impl PeerText {
+    pub fn new(ip: std::net::IpAddr) -> PeerText {
+        use std::io::Write as _;
+        let mut buf = [0u8; 46];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cursor, "{ip}");
+        let len = cursor.position() as u8;
+        PeerText { buf, len }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
 /// What happens after a request was answered.
 pub enum Next {
     KeepAlive,
@@ -43,12 +65,11 @@ pub enum Next {
 }
 
 pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
     w.active.set(w.active.get() + 1);
     let mut conn = Conn {
         stream,
         peer,
-        peer_ip: peer.ip().to_string().into_boxed_str(),
+        peer_ip: PeerText::new(peer.ip()),
         rbuf: Vec::with_capacity(w.cfg.idle_buffer_bytes),
         extra: Vec::new(),
         iov: Vec::new(),

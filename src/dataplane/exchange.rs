@@ -422,7 +422,7 @@ async fn stream_request_body(
     body: &mut BodyState,
 ) -> Result<(), ProxyError> {
     c.rbuf.clear();
-    let mut buf = w.bufs.take();
+    let mut buf = w.body_bufs.take();
     loop {
         buf.clear();
         let cap = buf.capacity();
@@ -453,7 +453,7 @@ async fn stream_request_body(
             c.rbuf.extend_from_slice(&buf[k..n]);
             body.complete = true;
             body.buffered_end = 0;
-            w.bufs.give(buf);
+            w.give_buf(buf);
             return Ok(());
         }
     }
@@ -670,6 +670,11 @@ async fn relay_response(
         }
         _ => return Outcome::Aborted,
     };
+    if !done {
+        // The rest of the body moves through a large buffer: fewer reads and writes per byte.
+        w.bufs
+            .give(std::mem::replace(&mut ubuf, w.body_bufs.take()));
+    }
 
     let read_timeout = be
         .settings
@@ -719,7 +724,7 @@ async fn relay_response(
             _ => return Outcome::Aborted,
         }
     }
-    w.bufs.give(ubuf);
+    w.give_buf(ubuf);
     if rh.keep_alive && !surplus && rh.framing != BodyFraming::UntilClose {
         w.upstreams
             .put(server.addr, up, be.settings.max_idle_per_host);

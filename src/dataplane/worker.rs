@@ -35,6 +35,7 @@ pub struct DataPlaneConfig {
     pub upstream_head_limits: HeadLimits,
     pub max_body_bytes: u64,
     pub buffer_bytes: usize,
+    pub body_buffer_bytes: usize,
     pub idle_buffer_bytes: usize,
     pub timeouts: TimeoutsConfig,
     pub upstream: UpstreamConfig,
@@ -73,6 +74,7 @@ impl DataPlaneConfig {
             },
             max_body_bytes: p.limits.max_body_bytes,
             buffer_bytes: p.limits.buffer_bytes,
+            body_buffer_bytes: p.limits.body_buffer_bytes,
             idle_buffer_bytes: p.limits.idle_buffer_bytes,
             timeouts: p.timeouts.clone(),
             upstream: p.upstream.clone(),
@@ -106,7 +108,10 @@ pub struct Worker {
     /// traffic between cores), the `Arc` is replaced only when a new table was published.
     #[allow(clippy::redundant_allocation)]
     table: RefCell<Rc<Arc<RouteTable>>>,
+    /// Buffers for heads and small bodies.
     pub bufs: BufPool,
+    /// Larger buffers for streaming the rest of a body.
+    pub body_bufs: BufPool,
     pub scratch: ScratchPool,
     pub upstreams: Upstreams,
     pub shutdown: Shutdown,
@@ -128,6 +133,15 @@ impl Worker {
             *cached = Rc::new(arc_swap::Guard::into_inner(current));
         }
         cached.clone()
+    }
+
+    /// Return a buffer to the pool it came from.
+    pub fn give_buf(&self, buf: Vec<u8>) {
+        if self.body_bufs.owns(buf.capacity()) {
+            self.body_bufs.give(buf);
+        } else {
+            self.bufs.give(buf);
+        }
     }
 
     pub fn write_request_id(&self, out: &mut Vec<u8>) {
@@ -326,6 +340,7 @@ async fn worker_main(
     let w = Rc::new(Worker {
         id,
         bufs: BufPool::new(cfg.buffer_bytes, 1024),
+        body_bufs: BufPool::new(cfg.body_buffer_bytes, 256),
         scratch: ScratchPool::default(),
         upstreams: Upstreams::new(UpstreamSettings {
             max_idle_per_server: cfg.upstream.max_idle_per_server,
@@ -352,10 +367,15 @@ async fn worker_main(
             }
         }
     }
-    let accepting: Vec<_> = listeners
-        .into_iter()
-        .map(|(l, role, _)| monoio::spawn(accept_loop(w.clone(), l, role)))
-        .collect();
+    // Several accepts in flight per listener, so a burst of new connections is taken in one
+    // pass through the ring instead of one accept per loop iteration.
+    let mut accepting = Vec::new();
+    for (l, role, _) in listeners {
+        let l = Rc::new(l);
+        for _ in 0..ACCEPTS_IN_FLIGHT {
+            accepting.push(monoio::spawn(accept_loop(w.clone(), l.clone(), role)));
+        }
+    }
     tracing::info!(worker = id, driver = %driver, "worker serving");
     let _ = ready.send(Ok(driver));
     drop(ready);
@@ -386,7 +406,11 @@ async fn worker_main(
     }
 }
 
-async fn accept_loop(w: Rc<Worker>, listener: TcpListener, role: ListenerRole) {
+/// Accept operations kept pending per listener and worker.
+const ACCEPTS_IN_FLIGHT: usize = 4;
+
+/// Accepted sockets inherit TCP_NODELAY from the listener, so no per-connection setsockopt.
+async fn accept_loop(w: Rc<Worker>, listener: Rc<TcpListener>, role: ListenerRole) {
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
