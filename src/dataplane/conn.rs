@@ -11,6 +11,7 @@ use monoio::net::TcpStream;
 
 use super::error::ProxyError;
 use super::exchange::{self, BodyState};
+use super::record::RequestRecord;
 use super::respond::error_response;
 use super::view::RequestView;
 use super::worker::Worker;
@@ -31,6 +32,8 @@ pub struct Conn {
     /// An error response was sent and the connection will close with the client's request
     /// perhaps unread: drain before closing so the client sees the response, not a reset.
     pub linger: bool,
+    /// Counters and access-log facts of the request in flight.
+    pub rec: RequestRecord,
 }
 
 /// What happens after a request was answered.
@@ -44,6 +47,7 @@ pub enum Next {
 pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     w.active.set(w.active.get() + 1);
+    w.stats.connection_opened();
     let mut conn = Conn {
         stream,
         peer,
@@ -54,8 +58,10 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         fields: Vec::new(),
         resp_fields: Vec::new(),
         linger: false,
+        rec: RequestRecord::default(),
     };
     let tunnel = conn.run(&w).await;
+    conn.end_connection(&w);
     w.bufs.give(std::mem::take(&mut conn.rbuf));
     if let Some(up) = tunnel {
         super::tunnel::relay(conn.stream, up, w.cfg.timeouts.tunnel_idle()).await;
@@ -63,6 +69,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         lingering_close(conn.stream, w.bufs.take()).await;
     }
     w.active.set(w.active.get() - 1);
+    w.stats.connection_closed();
 }
 
 /// Half-close, then read and discard what the client still sends (up to a second), as nginx's
@@ -96,11 +103,16 @@ impl Conn {
                 Ok(HeadRead::Head(h)) => h,
                 Ok(HeadRead::Idle) => return None,
                 Err(e) => {
+                    self.begin_request(w, None);
                     self.answer_error(w, &e, false, false).await;
+                    self.end_request(w, false, true);
                     return None;
                 }
             };
-            match self.handle(w, head).await {
+            self.begin_request(w, Some(&head));
+            let next = self.handle(w, head).await;
+            self.end_request(w, true, !matches!(next, Next::KeepAlive));
+            match next {
                 Next::KeepAlive if !w.shutdown.fired() => self.release_idle_buffer(w),
                 Next::KeepAlive | Next::Close => return None,
                 Next::Tunnel(up) => return Some(up),
@@ -168,7 +180,8 @@ impl Conn {
             match res {
                 Ok(0) if idle => return Ok(HeadRead::Idle),
                 Ok(0) => return Err(ProxyError::ClientGone),
-                Ok(_) => {
+                Ok(n) => {
+                    self.rec.rx += n as u64;
                     if deadline.is_none() {
                         deadline = Some(Instant::now() + w.cfg.timeouts.header());
                     }
@@ -190,6 +203,7 @@ impl Conn {
         let Some(frontend) = table.lookup(&view) else {
             return self.refuse(w, &head, ProxyError::NoRoute).await;
         };
+        self.rec.frontend = Some(w.stats.frontend(&frontend.id));
         let backend = table.backend(frontend.backend);
 
         // Body bytes already received, and whether the whole body is here.
@@ -257,10 +271,15 @@ impl Conn {
         self.linger |= !keep_alive;
         let mut out = std::mem::take(&mut self.extra);
         error_response(&mut out, status, reason, keep_alive, head_only);
+        let len = out.len() as u64;
         let res = monoio::time::timeout(w.cfg.timeouts.send(), self.stream.write_all(out)).await;
         match res {
             Ok((r, back)) => {
                 self.extra = back;
+                if r.is_ok() {
+                    self.rec.status = status;
+                    self.rec.tx += len;
+                }
                 r.is_ok()
             }
             Err(_) => false,
