@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::admin::{AdminServer, AdminState, ControlStatus};
 use crate::config::{Profile, RouteSourceKind};
 use crate::control::{file, TableHandle};
 use crate::dataplane::{self, DataPlaneConfig};
@@ -44,6 +45,13 @@ pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
     let routes = TableHandle::new();
     let opts = compile_options(&profile);
     let stop = Arc::new(AtomicBool::new(false));
+    // Bound first: a busy or bad admin address is a start-up error.
+    let admin = match &profile.admin {
+        Some(a) => Some(AdminServer::bind(a.addr)?),
+        None => None,
+    };
+    // What the route source reports for the etcd gauges; the file source has nothing to say.
+    let mut control: Option<Arc<dyn ControlStatus>> = None;
     let watcher = match profile.routes.source {
         RouteSourceKind::File => {
             let f = profile
@@ -67,6 +75,13 @@ pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
             anyhow::bail!("routes.source = \"etcd\" is not available in this build yet")
         }
     };
+    let admin_state = AdminState::new(routes.clone(), control.take());
+    if let Some(a) = admin {
+        let addr = a.local_addr()?;
+        a.spawn(admin_state.clone())
+            .context("cannot start the admin thread")?;
+        tracing::info!(addr = %addr, "admin endpoint listening");
+    }
 
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -75,6 +90,7 @@ pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
     .context("cannot install signal handlers")?;
     let cfg = Arc::new(DataPlaneConfig::from_profile(&profile));
     let workers = dataplane::start(cfg.clone(), routes.clone())?;
+    admin_state.serving(workers.stats());
     let driver = workers
         .drivers()
         .first()
@@ -92,6 +108,7 @@ pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
             "stopping: draining connections"
         );
     }
+    admin_state.draining();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     workers.stop();
     workers.join();
