@@ -1,5 +1,6 @@
 //! Integration tests: the real `ringway` binary against real TCP origins on loopback.
 
+mod admin;
 mod cli;
 mod harness;
 mod hostile;
