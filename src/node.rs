@@ -40,6 +40,15 @@ pub fn run_profile(path: &Path) -> anyhow::Result<ExitCode> {
     run(profile)
 }
 
+/// What the route source reports for the `ringway_etcd_*` gauges; a file source has nothing to
+/// say. A source that keeps its status on the [`TableHandle`] is wired with a
+/// [`SourceStatus`](crate::admin::SourceStatus).
+fn control_status(profile: &Profile, _routes: &TableHandle) -> Option<Arc<dyn ControlStatus>> {
+    match profile.routes.source {
+        RouteSourceKind::File | RouteSourceKind::Etcd => None,
+    }
+}
+
 /// Serve until SIGTERM or SIGINT, then drain and return.
 pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
     let routes = TableHandle::new();
@@ -50,8 +59,6 @@ pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
         Some(a) => Some(AdminServer::bind(a.addr)?),
         None => None,
     };
-    // What the route source reports for the etcd gauges; the file source has nothing to say.
-    let mut control: Option<Arc<dyn ControlStatus>> = None;
     let watcher = match profile.routes.source {
         RouteSourceKind::File => {
             let f = profile
@@ -75,7 +82,7 @@ pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
             anyhow::bail!("routes.source = \"etcd\" is not available in this build yet")
         }
     };
-    let admin_state = AdminState::new(routes.clone(), control.take());
+    let admin_state = AdminState::new(routes.clone(), control_status(&profile, &routes));
     if let Some(a) = admin {
         let addr = a.local_addr()?;
         a.spawn(admin_state.clone())
