@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpListener;
 
+use super::access_log::AccessLog;
 use super::buffers::{BufPool, ScratchPool};
 use super::conn::serve;
 use super::shutdown::Shutdown;
+use super::stats::{NodeStats, WorkerShared, WorkerStats};
 use super::upstream::{UpstreamSettings, Upstreams};
 use crate::config::{
-    IoDriver, ListenerConfig, ListenerRole, Profile, TimeoutsConfig, UpstreamConfig, Workers,
+    AccessLogTarget, IoDriver, ListenerConfig, ListenerRole, Profile, TimeoutsConfig,
+    UpstreamConfig, Workers,
 };
 use crate::control::TableHandle;
 use crate::http::HeadLimits;
@@ -43,6 +46,7 @@ pub struct DataPlaneConfig {
     pub throttle: ThrottleSettings,
     /// Node-wide throttle budgets, shared by every worker (batched access, see `throttle`).
     pub throttle_budgets: Arc<SharedBudgets>,
+    pub access_log: AccessLogTarget,
 }
 
 impl DataPlaneConfig {
@@ -79,6 +83,7 @@ impl DataPlaneConfig {
             timeouts: p.timeouts.clone(),
             upstream: p.upstream.clone(),
             shutdown_grace: Duration::from_secs(p.node.shutdown_grace_secs),
+            access_log: p.log.access_log.clone(),
         }
     }
 }
@@ -114,6 +119,9 @@ pub struct Worker {
     pub body_bufs: BufPool,
     pub scratch: ScratchPool,
     pub upstreams: Upstreams,
+    /// Counters for `/metrics`, written only by this worker.
+    pub stats: WorkerStats,
+    pub access_log: AccessLog,
     pub shutdown: Shutdown,
     pub throttle: RefCell<Throttle>,
     /// Client connections currently open.
@@ -156,12 +164,18 @@ pub struct WorkerSet {
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     drivers: Vec<Driver>,
+    stats: Arc<NodeStats>,
 }
 
 impl WorkerSet {
     /// Event loop of each worker.
     pub fn drivers(&self) -> &[Driver] {
         &self.drivers
+    }
+
+    /// Every worker's counters, for the admin endpoint.
+    pub fn stats(&self) -> Arc<NodeStats> {
+        self.stats.clone()
     }
 
     /// Stop accepting, let in-flight requests finish (up to the grace period), close idle
@@ -214,6 +228,7 @@ fn random_seed(worker: usize) -> u64 {
 pub fn start(cfg: Arc<DataPlaneConfig>, routes: TableHandle) -> anyhow::Result<WorkerSet> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(NodeStats::new(cfg.workers));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Driver, String>>();
     let mut threads = Vec::new();
     for i in 0..cfg.workers {
@@ -227,6 +242,7 @@ pub fn start(cfg: Arc<DataPlaneConfig>, routes: TableHandle) -> anyhow::Result<W
         let core = (cfg.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
         let (cfg, routes, stop, ready) =
             (cfg.clone(), routes.clone(), stop.clone(), ready_tx.clone());
+        let shared = stats.worker(i);
         let t = std::thread::Builder::new()
             .name(format!("ringway-w{i}"))
             .spawn(move || {
@@ -235,7 +251,7 @@ pub fn start(cfg: Arc<DataPlaneConfig>, routes: TableHandle) -> anyhow::Result<W
                         tracing::warn!(worker = i, "could not pin to core {}", core.id);
                     }
                 }
-                run_worker(i, cfg, routes, sockets, stop, ready);
+                run_worker(i, cfg, routes, sockets, stop, ready, shared);
             })?;
         threads.push(t);
     }
@@ -255,6 +271,7 @@ pub fn start(cfg: Arc<DataPlaneConfig>, routes: TableHandle) -> anyhow::Result<W
         threads,
         stop,
         drivers,
+        stats,
     })
 }
 
@@ -267,11 +284,14 @@ fn run_worker(
     sockets: Sockets,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<Driver, String>>,
+    shared: Arc<WorkerShared>,
 ) {
     macro_rules! run_on {
         ($rt:expr, $driver:expr) => {{
             let mut rt = $rt;
-            rt.block_on(worker_main(id, cfg, routes, sockets, stop, ready, $driver));
+            rt.block_on(worker_main(
+                id, cfg, routes, sockets, stop, ready, $driver, shared,
+            ));
         }};
     }
     let want_uring = cfg.io_driver != IoDriver::Epoll && monoio::utils::detect_uring();
@@ -327,6 +347,7 @@ fn run_worker(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn worker_main(
     id: usize,
     cfg: Arc<DataPlaneConfig>,
@@ -335,7 +356,17 @@ async fn worker_main(
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<Driver, String>>,
     driver: Driver,
+    shared: Arc<WorkerShared>,
 ) {
+    let access_log = match AccessLog::open(&cfg.access_log) {
+        Ok(log) => log,
+        Err(e) => {
+            let _ = ready.send(Err(format!("access log {}: {e}", cfg.access_log)));
+            return;
+        }
+    };
+    let stats = WorkerStats::new(shared);
+    stats.set_driver(driver);
     let table = Rc::new(routes.load());
     let w = Rc::new(Worker {
         id,
@@ -349,6 +380,8 @@ async fn worker_main(
             fail_timeout: Duration::from_millis(cfg.upstream.fail_timeout_ms),
         }),
         throttle: RefCell::new(Throttle::new(cfg.throttle_budgets.clone(), &cfg.throttle)),
+        stats,
+        access_log,
         cfg,
         routes,
         table: RefCell::new(table),
@@ -384,6 +417,8 @@ async fn worker_main(
     while !stop.load(Ordering::Relaxed) {
         monoio::time::sleep(Duration::from_millis(50)).await;
         w.throttle.borrow_mut().sweep();
+        w.stats.tick(&w.table());
+        w.access_log.flush();
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             w.upstreams.sweep();
             last_sweep = Instant::now();
@@ -404,6 +439,7 @@ async fn worker_main(
             "grace period over; closing connections"
         );
     }
+    w.access_log.flush();
 }
 
 /// Accept operations kept pending per listener and worker.
