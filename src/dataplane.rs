@@ -7,6 +7,7 @@ mod conn;
 mod error;
 mod exchange;
 mod gather;
+mod listener;
 mod respond;
 mod shutdown;
 mod tunnel;
@@ -14,4 +15,4 @@ mod upstream;
 mod view;
 mod worker;
 
-pub use worker::{start, DataPlaneConfig, Driver, WorkerSet};
+pub use worker::{start, DataPlaneConfig, Driver, Inherited, ListeningSocket, WorkerSet};
