@@ -3,8 +3,10 @@
 
 mod cli;
 mod deploy;
+mod edge;
 mod etcd;
 mod etcd_server;
+mod handover;
 // Shared helpers: each suite uses a different part of them.
 #[allow(dead_code)]
 mod harness;
