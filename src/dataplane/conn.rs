@@ -127,7 +127,9 @@ impl Conn {
             let next = Box::pin(self.handle(w, head)).await;
             self.return_scratch(w);
             match next {
-                Next::KeepAlive if !w.closing() => self.release_idle_buffer(w),
+                // A response that promised keep-alive is honoured while draining: the next
+                // request is still served (with `Connection: close`); only shutdown cuts it.
+                Next::KeepAlive if !w.shutdown.fired() => self.release_idle_buffer(w),
                 Next::KeepAlive | Next::Close => return None,
                 Next::Tunnel(up) => return Some(up),
             }
