@@ -2,17 +2,22 @@
 //! client connections, upstream keep-alive pool, buffers and counters. Workers only *read*
 //! route snapshots from the control plane; nothing on the request path takes a lock.
 
+mod access_log;
 mod buffers;
 mod conn;
 mod error;
 mod exchange;
 mod gather;
 mod listener;
+mod record;
 mod respond;
 mod shutdown;
+pub mod stats;
 mod tunnel;
 mod upstream;
 mod view;
 mod worker;
 
-pub use worker::{start, DataPlaneConfig, Driver, Inherited, ListeningSocket, WorkerSet};
+pub use worker::{
+    start, DataPlaneConfig, Driver, Inherited, ListeningSocket, WorkerSet, ADMIN_SOCKET,
+};

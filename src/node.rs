@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::admin::{AdminServer, AdminState, ControlStatus, SourceStatus};
 use crate::config::{Profile, RouteSourceKind};
 use crate::control::etcd::{self, EtcdSource, Startup};
 use crate::control::{file, TableHandle};
-use crate::dataplane::{self, DataPlaneConfig};
+use crate::dataplane::{self, DataPlaneConfig, ListeningSocket, ADMIN_SOCKET};
 use crate::handover::{self, HandoverServer};
 use crate::route::{compile, CompileOptions};
 
@@ -135,6 +136,19 @@ impl RouteSource {
     }
 }
 
+/// What the route source reports for the `ringway_etcd_*` gauges; a file source has nothing to
+/// say.
+fn control_status(profile: &Profile, routes: &TableHandle) -> Option<Arc<dyn ControlStatus>> {
+    match profile.routes.source {
+        RouteSourceKind::File => None,
+        RouteSourceKind::Etcd => Some(Arc::new(SourceStatus::new(
+            routes.clone(),
+            TableHandle::etcd_connected,
+            TableHandle::last_sync,
+        ))),
+    }
+}
+
 /// Serve until SIGTERM or SIGINT, then drain and return.
 pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
     run_node(profile, None)
@@ -150,7 +164,32 @@ enum Ending {
 /// reloads what can be reloaded from `profile_path`.
 fn run_node(profile: Profile, profile_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let routes = TableHandle::new();
+    // A running node's sockets are asked for first: it keeps serving until this one is ready.
+    let mut taken = match &profile.node.handover_socket {
+        Some(path) => handover::take_over(path)?,
+        None => None,
+    };
+    let mut inherited = taken.as_mut().map(|t| t.sockets()).unwrap_or_default();
+    // Bound first (or inherited): a busy or bad admin address is a start-up error.
+    let admin = match &profile.admin {
+        Some(a) => Some(match inherited.take_admin(a.addr) {
+            Some(l) => AdminServer::from_listener(l),
+            None => AdminServer::bind(a.addr)?,
+        }),
+        None => None,
+    };
+    let admin_dup = match &admin {
+        Some(a) => Some(a.try_clone_listener()?),
+        None => None,
+    };
     let mut source = Some(RouteSource::start(&profile, &routes)?);
+    let admin_state = AdminState::new(routes.clone(), control_status(&profile, &routes));
+    if let Some(a) = admin {
+        let addr = a.local_addr()?;
+        a.spawn(admin_state.clone())
+            .context("cannot start the admin thread")?;
+        tracing::info!(addr = %addr, "admin endpoint listening");
+    }
 
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -158,15 +197,18 @@ fn run_node(profile: Profile, profile_path: Option<&Path>) -> anyhow::Result<Exi
         signal_hook::consts::SIGHUP,
     ])
     .context("cannot install signal handlers")?;
-    // Routes are loaded before the sockets are taken, so the old node serves until this one
-    // can route.
-    let mut taken = match &profile.node.handover_socket {
-        Some(path) => handover::take_over(path)?,
-        None => None,
-    };
-    let inherited = taken.as_mut().map(|t| t.sockets()).unwrap_or_default();
     let cfg = Arc::new(DataPlaneConfig::from_profile(&profile));
     let workers = dataplane::start(cfg.clone(), routes.clone(), inherited)?;
+    admin_state.serving(workers.stats());
+    if let Some(socket) = admin_dup {
+        if let Ok(mut list) = workers.sockets().lock() {
+            list.push(ListeningSocket {
+                name: ADMIN_SOCKET.to_string(),
+                addr: socket.local_addr()?,
+                socket,
+            });
+        }
+    }
     if let Some(t) = taken {
         t.ready()?;
         tracing::info!("took the listeners over from the running node, which now drains");
@@ -228,6 +270,7 @@ fn run_node(profile: Profile, profile_path: Option<&Path>) -> anyhow::Result<Exi
             }
         }
     }
+    admin_state.draining();
     workers.stop();
     workers.join();
     if let Some(source) = source.take() {

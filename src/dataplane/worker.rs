@@ -10,12 +10,16 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpListener;
 
+use super::access_log::AccessLog;
 use super::buffers::{BufPool, ScratchPool};
 use super::conn::serve;
 use super::listener::ListenerCtx;
 use super::shutdown::Shutdown;
+use super::stats::{NodeStats, WorkerShared, WorkerStats};
 use super::upstream::{UpstreamSettings, Upstreams};
-use crate::config::{IoDriver, ListenerConfig, Profile, TimeoutsConfig, UpstreamConfig, Workers};
+use crate::config::{
+    AccessLogTarget, IoDriver, ListenerConfig, Profile, TimeoutsConfig, UpstreamConfig, Workers,
+};
 use crate::control::TableHandle;
 use crate::http::HeadLimits;
 use crate::route::RouteTable;
@@ -36,6 +40,7 @@ pub struct DataPlaneConfig {
     pub upstream_head_limits: HeadLimits,
     pub max_body_bytes: u64,
     pub buffer_bytes: usize,
+    pub body_buffer_bytes: usize,
     pub idle_buffer_bytes: usize,
     pub timeouts: TimeoutsConfig,
     pub upstream: UpstreamConfig,
@@ -43,6 +48,7 @@ pub struct DataPlaneConfig {
     pub throttle: ThrottleSettings,
     /// Node-wide throttle budgets, shared by every worker (batched access, see `throttle`).
     pub throttle_budgets: Arc<SharedBudgets>,
+    pub access_log: AccessLogTarget,
 }
 
 impl DataPlaneConfig {
@@ -75,10 +81,12 @@ impl DataPlaneConfig {
             },
             max_body_bytes: p.limits.max_body_bytes,
             buffer_bytes: p.limits.buffer_bytes,
+            body_buffer_bytes: p.limits.body_buffer_bytes,
             idle_buffer_bytes: p.limits.idle_buffer_bytes,
             timeouts: p.timeouts.clone(),
             upstream: p.upstream.clone(),
             shutdown_grace: Duration::from_secs(p.node.shutdown_grace_secs),
+            access_log: p.log.access_log.clone(),
         }
     }
 }
@@ -108,9 +116,15 @@ pub struct Worker {
     /// traffic between cores), the `Arc` is replaced only when a new table was published.
     #[allow(clippy::redundant_allocation)]
     table: RefCell<Rc<Arc<RouteTable>>>,
+    /// Buffers for heads and small bodies.
     pub bufs: BufPool,
+    /// Larger buffers for streaming the rest of a body.
+    pub body_bufs: BufPool,
     pub scratch: ScratchPool,
     pub upstreams: Upstreams,
+    /// Counters for `/metrics`, written only by this worker.
+    pub stats: WorkerStats,
+    pub access_log: AccessLog,
     pub shutdown: Shutdown,
     /// Fired when the worker stops accepting (a handover, or before `shutdown`).
     pub drain: Shutdown,
@@ -140,6 +154,15 @@ impl Worker {
         self.drain.fired() || self.shutdown.fired()
     }
 
+    /// Return a buffer to the pool it came from.
+    pub fn give_buf(&self, buf: Vec<u8>) {
+        if self.body_bufs.owns(buf.capacity()) {
+            self.body_bufs.give(buf);
+        } else {
+            self.bufs.give(buf);
+        }
+    }
+
     pub fn write_request_id(&self, out: &mut Vec<u8>) {
         let n = self.id_counter.get().wrapping_add(1);
         self.id_counter.set(n);
@@ -154,6 +177,9 @@ pub struct ListeningSocket {
     pub socket: std::net::TcpListener,
 }
 
+/// Name a handover gives the admin endpoint's socket (listener names are never empty).
+pub const ADMIN_SOCKET: &str = "";
+
 /// Listening sockets received from an older process at a handover.
 #[derive(Default)]
 pub struct Inherited {
@@ -161,11 +187,20 @@ pub struct Inherited {
 }
 
 impl Inherited {
+    /// The admin endpoint's socket, if it was handed over for `addr`.
+    pub fn take_admin(&mut self, addr: SocketAddr) -> Option<std::net::TcpListener> {
+        let i = self
+            .sockets
+            .iter()
+            .position(|s| s.name == ADMIN_SOCKET && s.addr == addr)?;
+        Some(self.sockets.remove(i).socket)
+    }
+
     /// The received sockets of the listener at `addr`.
     fn take(&mut self, addr: SocketAddr) -> Vec<std::net::TcpListener> {
         let (mine, rest) = std::mem::take(&mut self.sockets)
             .into_iter()
-            .partition(|s| s.addr == addr);
+            .partition(|s| s.addr == addr && s.name != ADMIN_SOCKET);
         self.sockets = rest;
         mine.into_iter().map(|s| s.socket).collect()
     }
@@ -180,12 +215,18 @@ pub struct WorkerSet {
     /// Duplicates of every listening socket, for a handover; emptied when the workers stop,
     /// so a stopped node's ports refuse connections instead of queueing them.
     sockets: Arc<Mutex<Vec<ListeningSocket>>>,
+    stats: Arc<NodeStats>,
 }
 
 impl WorkerSet {
     /// Event loop of each worker.
     pub fn drivers(&self) -> &[Driver] {
         &self.drivers
+    }
+
+    /// Every worker's counters, for the admin endpoint.
+    pub fn stats(&self) -> Arc<NodeStats> {
+        self.stats.clone()
     }
 
     /// Stop accepting, let in-flight requests finish (up to the grace period), close idle
@@ -301,6 +342,7 @@ pub fn start(
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let stop = Arc::new(AtomicBool::new(false));
     let drain = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(NodeStats::new(cfg.workers));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Driver, String>>();
     let mut threads = Vec::new();
     let mut all = Vec::new();
@@ -309,6 +351,7 @@ pub fn start(
         let core = (cfg.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
         let (cfg, routes, ready) = (cfg.clone(), routes.clone(), ready_tx.clone());
         let flags = (stop.clone(), drain.clone());
+        let shared = stats.worker(i);
         let t = std::thread::Builder::new()
             .name(format!("ringway-w{i}"))
             .spawn(move || {
@@ -317,7 +360,7 @@ pub fn start(
                         tracing::warn!(worker = i, "could not pin to core {}", core.id);
                     }
                 }
-                run_worker(i, cfg, routes, sockets, flags, ready);
+                run_worker(i, cfg, routes, sockets, flags, ready, shared);
             })?;
         threads.push(t);
     }
@@ -339,6 +382,7 @@ pub fn start(
         drain,
         drivers,
         sockets: Arc::new(Mutex::new(all)),
+        stats,
     })
 }
 
@@ -355,11 +399,14 @@ fn run_worker(
     sockets: Sockets,
     flags: Flags,
     ready: mpsc::Sender<Result<Driver, String>>,
+    shared: Arc<WorkerShared>,
 ) {
     macro_rules! run_on {
         ($rt:expr, $driver:expr) => {{
             let mut rt = $rt;
-            rt.block_on(worker_main(id, cfg, routes, sockets, flags, ready, $driver));
+            rt.block_on(worker_main(
+                id, cfg, routes, sockets, flags, ready, $driver, shared,
+            ));
         }};
     }
     let want_uring = cfg.io_driver != IoDriver::Epoll && monoio::utils::detect_uring();
@@ -415,6 +462,7 @@ fn run_worker(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn worker_main(
     id: usize,
     cfg: Arc<DataPlaneConfig>,
@@ -423,11 +471,22 @@ async fn worker_main(
     (stop, drain): Flags,
     ready: mpsc::Sender<Result<Driver, String>>,
     driver: Driver,
+    shared: Arc<WorkerShared>,
 ) {
+    let access_log = match AccessLog::open(&cfg.access_log) {
+        Ok(log) => log,
+        Err(e) => {
+            let _ = ready.send(Err(format!("access log {}: {e}", cfg.access_log)));
+            return;
+        }
+    };
+    let stats = WorkerStats::new(shared);
+    stats.set_driver(driver);
     let table = Rc::new(routes.load());
     let w = Rc::new(Worker {
         id,
         bufs: BufPool::new(cfg.buffer_bytes, 1024),
+        body_bufs: BufPool::new(cfg.body_buffer_bytes, 256),
         scratch: ScratchPool::default(),
         upstreams: Upstreams::new(UpstreamSettings {
             max_idle_per_server: cfg.upstream.max_idle_per_server,
@@ -436,6 +495,8 @@ async fn worker_main(
             fail_timeout: Duration::from_millis(cfg.upstream.fail_timeout_ms),
         }),
         throttle: RefCell::new(Throttle::new(cfg.throttle_budgets.clone(), &cfg.throttle)),
+        stats,
+        access_log,
         cfg,
         routes,
         table: RefCell::new(table),
@@ -461,10 +522,19 @@ async fn worker_main(
             }
         }
     }
-    let accepting: Vec<_> = listeners
-        .into_iter()
-        .map(|(l, ctx)| monoio::spawn(accept_loop(w.clone(), l, ctx)))
-        .collect();
+    // Several accepts in flight per listener, so a burst of new connections is taken in one
+    // pass through the ring instead of one accept per loop iteration.
+    let mut accepting = Vec::new();
+    for (l, ctx) in listeners {
+        let l = Rc::new(l);
+        for _ in 0..ACCEPTS_IN_FLIGHT {
+            accepting.push(monoio::spawn(accept_loop(
+                w.clone(),
+                l.clone(),
+                ctx.clone(),
+            )));
+        }
+    }
     tracing::info!(worker = id, driver = %driver, "worker serving");
     let _ = ready.send(Ok(driver));
     drop(ready);
@@ -477,6 +547,8 @@ async fn worker_main(
             w.drain.fire();
         }
         w.throttle.borrow_mut().sweep();
+        w.stats.tick(&w.table());
+        w.access_log.flush();
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             w.upstreams.sweep();
             last_sweep = Instant::now();
@@ -498,9 +570,14 @@ async fn worker_main(
             "grace period over; closing connections"
         );
     }
+    w.access_log.flush();
 }
 
-async fn accept_loop(w: Rc<Worker>, listener: TcpListener, ctx: Rc<ListenerCtx>) {
+/// Accept operations kept pending per listener and worker.
+const ACCEPTS_IN_FLIGHT: usize = 4;
+
+/// Accepted sockets inherit TCP_NODELAY from the listener, so no per-connection setsockopt.
+async fn accept_loop(w: Rc<Worker>, listener: Rc<TcpListener>, ctx: Rc<ListenerCtx>) {
     loop {
         let canceller = monoio::io::Canceller::new();
         let accept = listener.cancelable_accept(canceller.handle());

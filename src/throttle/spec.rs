@@ -81,6 +81,8 @@ pub struct Limit {
     pub identity: u64,
     /// Body of the rejection, naming the limit.
     pub message: Arc<str>,
+    /// The middleware's id, for the rejection counters.
+    pub middleware: Arc<str>,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +147,7 @@ pub fn edge_rate(
         kind: LimitKind::Rate(Rate::new(requests, period, size)),
         variable,
         message: message.into(),
+        middleware: format!("{listener}/expose[{rule}]").into(),
     }
 }
 
@@ -187,6 +190,7 @@ pub fn parse(
                 kind: LimitKind::Rate(rate),
                 variable,
                 message: message.into(),
+                middleware: middleware.into(),
             }))
         }
         "connlimit" => {
@@ -201,6 +205,7 @@ pub fn parse(
                 kind: LimitKind::Connections(n),
                 variable,
                 message: message.into(),
+                middleware: middleware.into(),
             }))
         }
         _ => Ok(None),

@@ -71,9 +71,15 @@ fn one_request(addr: SocketAddr, conn: &mut Option<Client>, keep_alive: bool, ta
 #[test]
 fn a_new_process_takes_over_the_listeners_without_failing_a_request() {
     let origin = Origin::ok();
+    let admin: SocketAddr = format!("127.0.0.1:{}", crate::harness::free_port())
+        .parse()
+        .unwrap();
     let mut a = Ringway::start_with_workers(
         &catch_all(&[origin.addr]),
-        "[node]\nhandover_socket = \"handover.sock\"\nhandover_linger_ms = 500\n",
+        &format!(
+            "[node]\nhandover_socket = \"handover.sock\"\nhandover_linger_ms = 500\n\
+             [admin]\naddr = \"{admin}\"\n"
+        ),
         2,
     );
     let tally = Arc::new(Tally::default());
@@ -131,6 +137,8 @@ fn a_new_process_takes_over_the_listeners_without_failing_a_request() {
     assert!(a.log().contains("handed over"), "{}", a.log());
     assert!(b.log().contains("took the listeners over"), "{}", b.log());
     assert_eq!(get(b.addr, "/after").status, 200);
+    // The admin endpoint's socket went along too.
+    assert_eq!(get(admin, "/healthz").status, 200);
 }
 
 #[test]
