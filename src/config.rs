@@ -107,6 +107,15 @@ pub struct NodeConfig {
     pub ring_fast_flags: bool,
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT. Default 30.
     pub shutdown_grace_secs: u64,
+    /// Unix socket through which a newer ringway takes over this one's listening sockets
+    /// (zero-downtime upgrade). `ringway run` connects to it first: when a node answers, the
+    /// new process receives its listeners and the old one drains and exits. Relative to the
+    /// profile's directory. Default none: no handover, listeners are bound afresh.
+    pub handover_socket: Option<PathBuf>,
+    /// After handing its listeners over, how long an old process keeps idle keep-alive client
+    /// connections open for one more request (answered with `Connection: close`) before it
+    /// closes them, in milliseconds. Default 2000.
+    pub handover_linger_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -118,6 +127,8 @@ impl Default for NodeConfig {
             ring_entries: 1024,
             ring_fast_flags: true,
             shutdown_grace_secs: 30,
+            handover_socket: None,
+            handover_linger_ms: 2000,
         }
     }
 }
@@ -146,6 +157,99 @@ pub struct ListenerConfig {
     /// Listen backlog. Default 1024.
     #[serde(default = "default_backlog")]
     pub backlog: i32,
+    /// `[[listener.expose]]`: the routes an edge listener lets through, first match wins.
+    /// Required (at least one) on an edge listener, refused on a mesh listener.
+    #[serde(default)]
+    pub expose: Vec<ExposeConfig>,
+    /// Edge only: peers (CIDRs or addresses) whose `X-Forwarded-*`, `Forwarded` and
+    /// `X-Request-Id` are kept (a load balancer in front). From anyone else they are replaced.
+    /// Default none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// `[listener.limits]`: this listener's head limits and head timeout, overriding
+    /// `[limits]`/`[timeouts]` (and the stricter edge defaults).
+    #[serde(default)]
+    pub limits: ListenerLimits,
+}
+
+/// `[[listener.expose]]`: one allow-listed path on an edge listener.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExposeConfig {
+    /// Paths starting with these bytes (as received, no decoding; nginx `location /p`).
+    pub prefix: Option<String>,
+    /// Or paths matching this regex (unanchored; write `^...`).
+    pub regex: Option<String>,
+    /// Methods allowed (GET implies HEAD). Default: any but TRACE and CONNECT. Others: 405.
+    pub methods: Option<Vec<String>>,
+    /// Replace the matched prefix with this before routing and forwarding (prefix rules only;
+    /// nginx `proxy_pass http://up/new/`). The rest of the target is kept byte for byte.
+    pub rewrite: Option<String>,
+    /// nginx `limit_req` rate: `"100r/s"` or `"30r/m"`, node-wide per key. Default none.
+    pub rate: Option<String>,
+    /// nginx `burst`: excess requests allowed back to back beyond the one served. Default 0.
+    pub burst: Option<u64>,
+    /// nginx `nodelay`; must be true with a burst (ringway never queues excess requests).
+    pub nodelay: Option<bool>,
+    /// What the rate is counted per: `client.ip` (default), `request.host` or
+    /// `request.header.<Name>`.
+    pub key: Option<String>,
+}
+
+/// `[listener.limits]`: per-listener overrides. Edge listeners default to the stricter
+/// [`EDGE_LIMITS`] (or `[limits]`/`[timeouts]` where those are stricter still).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerLimits {
+    /// Largest request head (431).
+    pub max_head_bytes: Option<usize>,
+    /// Longest request target (414).
+    pub max_target_bytes: Option<usize>,
+    /// Most header fields (431).
+    pub max_headers: Option<usize>,
+    /// Time for a whole request head once it started, ms (408).
+    pub header_ms: Option<u64>,
+}
+
+/// Defaults of an edge listener: 16 KiB heads, 8 KiB targets, 64 fields, 5 s for a head.
+pub const EDGE_LIMITS: (usize, usize, usize, u64) = (16 * 1024, 8 * 1024, 64, 5_000);
+
+impl ListenerConfig {
+    /// Head limits on this listener: its own `[listener.limits]`, else the edge defaults
+    /// (never looser than `[limits]`), else `[limits]`.
+    pub fn head_limits(&self, global: &LimitsConfig) -> crate::http::HeadLimits {
+        let edge = self.role == ListenerRole::Edge;
+        let pick = |own: Option<usize>, edge_default: usize, global: usize| match own {
+            Some(v) => v,
+            None if edge => edge_default.min(global),
+            None => global,
+        };
+        let max_head_bytes = pick(
+            self.limits.max_head_bytes,
+            EDGE_LIMITS.0,
+            global.max_head_bytes,
+        );
+        crate::http::HeadLimits {
+            max_head_bytes,
+            max_target_bytes: pick(
+                self.limits.max_target_bytes,
+                EDGE_LIMITS.1,
+                global.max_target_bytes,
+            )
+            .min(max_head_bytes),
+            max_headers: pick(self.limits.max_headers, EDGE_LIMITS.2, global.max_headers),
+        }
+    }
+
+    /// Time a request head may take on this listener.
+    pub fn header_timeout(&self, global: &TimeoutsConfig) -> Duration {
+        let ms = match self.limits.header_ms {
+            Some(ms) => ms,
+            None if self.role == ListenerRole::Edge => EDGE_LIMITS.3.min(global.header_ms),
+            None => global.header_ms,
+        };
+        Duration::from_millis(ms)
+    }
 }
 
 fn default_role() -> ListenerRole {
@@ -475,6 +579,7 @@ impl Profile {
         }
         let etcd = &mut profile.etcd;
         for f in [
+            profile.node.handover_socket.as_mut(),
             profile.routes.snapshot.as_mut(),
             etcd.ca_file.as_mut(),
             etcd.cert_file.as_mut(),
@@ -542,6 +647,13 @@ impl Profile {
                     "must be at least 1".into(),
                 ));
             }
+            self.validate_listener(i, l, file)?;
+        }
+        if self.node.handover_linger_ms == 0 {
+            return Err(invalid(
+                "node.handover_linger_ms",
+                "must be at least 1".into(),
+            ));
         }
         match self.routes.source {
             RouteSourceKind::File if self.routes.file.is_none() => {
@@ -674,6 +786,74 @@ impl Profile {
         Ok(())
     }
 
+    fn validate_listener(
+        &self,
+        i: usize,
+        l: &ListenerConfig,
+        file: &Path,
+    ) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key,
+            reason,
+        };
+        match l.role {
+            ListenerRole::Mesh if !l.expose.is_empty() => {
+                return Err(invalid(
+                    format!("listener[{i}].expose"),
+                    "expose rules need role = \"edge\"; a mesh listener serves every route".into(),
+                ))
+            }
+            ListenerRole::Mesh if !l.trusted_proxies.is_empty() => {
+                return Err(invalid(
+                    format!("listener[{i}].trusted_proxies"),
+                    "only for role = \"edge\"; a mesh listener trusts every peer".into(),
+                ))
+            }
+            ListenerRole::Edge if l.expose.is_empty() => {
+                return Err(invalid(
+                    format!("listener[{i}].expose"),
+                    "an edge listener needs at least one [[listener.expose]] rule".into(),
+                ))
+            }
+            _ => {}
+        }
+        if let Err(e) = crate::edge::EdgePolicy::compile(&l.name, &l.expose) {
+            return Err(invalid(
+                format!("listener[{i}].expose[{}].{}", e.index, e.key),
+                e.reason,
+            ));
+        }
+        for (j, t) in l.trusted_proxies.iter().enumerate() {
+            if let Err(reason) = crate::edge::Cidr::parse(t) {
+                return Err(invalid(
+                    format!("listener[{i}].trusted_proxies[{j}]"),
+                    reason,
+                ));
+            }
+        }
+        let lim = &l.limits;
+        for (key, v, min) in [
+            ("max_head_bytes", lim.max_head_bytes, 1024),
+            ("max_target_bytes", lim.max_target_bytes, 64),
+            ("max_headers", lim.max_headers, 1),
+        ] {
+            if v.is_some_and(|v| v < min) {
+                return Err(invalid(
+                    format!("listener[{i}].limits.{key}"),
+                    format!("must be at least {min}"),
+                ));
+            }
+        }
+        if lim.header_ms == Some(0) {
+            return Err(invalid(
+                format!("listener[{i}].limits.header_ms"),
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Head limits for the codec.
     pub fn head_limits(&self) -> crate::http::HeadLimits {
         crate::http::HeadLimits {
@@ -707,8 +887,8 @@ mod tests {
             }
         }
         assert!(
-            seen >= 4,
-            "expected the reference, dev, mesh-node and bench profiles"
+            seen >= 5,
+            "expected the reference, dev, mesh-node, bench and edge profiles"
         );
     }
 
@@ -827,5 +1007,85 @@ mod tests {
         let two = "[[listener]]\nname = \"a\"\naddr = \"127.0.0.1:1\"\n[[listener]]\nname = \"b\"\naddr = \"127.0.0.1:1\"\n[routes]\nsource = \"file\"\nfile = \"r\"\n";
         let err = parse(two).unwrap_err().to_string();
         assert!(err.contains("listener[1].addr"), "{err}");
+    }
+
+    const EDGE: &str =
+        "[[listener]]\nname = \"public\"\naddr = \"0.0.0.0:8080\"\nrole = \"edge\"\n";
+
+    #[test]
+    fn edge_listeners_need_rules_and_mesh_listeners_refuse_them() {
+        let rule = "[[listener.expose]]\nprefix = \"/users/\"\n";
+        let p = parse(&format!("{MINIMAL}{EDGE}{rule}")).unwrap();
+        assert_eq!(p.listeners[1].expose.len(), 1);
+        let err = parse(&format!("{MINIMAL}{EDGE}")).unwrap_err().to_string();
+        assert!(err.contains("listener[1].expose"), "{err}");
+        let err = parse(&format!("{MINIMAL}{rule}")).unwrap_err().to_string();
+        assert!(
+            err.contains("listener[0].expose") && err.contains("edge"),
+            "{err}"
+        );
+        let mesh = MINIMAL.replace(
+            "addr = \"127.0.0.1:9003\"\n",
+            "addr = \"127.0.0.1:9003\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+        );
+        let err = parse(&mesh).unwrap_err().to_string();
+        assert!(err.contains("listener[0].trusted_proxies"), "{err}");
+    }
+
+    #[test]
+    fn bad_edge_values_name_the_rule_and_key() {
+        let cases = [
+            ("[[listener.expose]]\nregex = \"(\"\n", "listener[1].expose[0].regex"),
+            (
+                "[[listener.expose]]\nprefix = \"/a\"\n[[listener.expose]]\nregex = \"^/b\"\nrewrite = \"/c\"\n",
+                "listener[1].expose[1].rewrite",
+            ),
+            (
+                "[[listener.expose]]\nprefix = \"/a\"\nrate = \"10 per second\"\n",
+                "listener[1].expose[0].rate",
+            ),
+            (
+                "trusted_proxies = [\"10.0.0.1/8\"]\n[[listener.expose]]\nprefix = \"/a\"\n",
+                "listener[1].trusted_proxies[0]",
+            ),
+            (
+                "[listener.limits]\nmax_head_bytes = 10\n[[listener.expose]]\nprefix = \"/a\"\n",
+                "listener[1].limits.max_head_bytes",
+            ),
+        ];
+        for (extra, key) in cases {
+            let err = parse(&format!("{MINIMAL}{EDGE}{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("p.toml") && err.contains(key),
+                "{extra}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn edge_listeners_default_to_stricter_head_limits() {
+        let rule = "[[listener.expose]]\nprefix = \"/\"\n";
+        let p = parse(&format!("{MINIMAL}{EDGE}{rule}")).unwrap();
+        let (mesh, edge) = (&p.listeners[0], &p.listeners[1]);
+        assert_eq!(mesh.head_limits(&p.limits).max_head_bytes, 32 * 1024);
+        let l = edge.head_limits(&p.limits);
+        assert_eq!(
+            (l.max_head_bytes, l.max_target_bytes, l.max_headers),
+            (16 * 1024, 8 * 1024, 64)
+        );
+        assert_eq!(edge.header_timeout(&p.timeouts), Duration::from_secs(5));
+        let own = "[listener.limits]\nmax_headers = 20\nheader_ms = 1500\n";
+        let p = parse(&format!(
+            "[limits]\nmax_head_bytes = 8192\n{MINIMAL}{EDGE}{own}{rule}"
+        ))
+        .unwrap();
+        let l = p.listeners[1].head_limits(&p.limits);
+        assert_eq!((l.max_head_bytes, l.max_headers), (8192, 20));
+        assert_eq!(
+            p.listeners[1].header_timeout(&p.timeouts),
+            Duration::from_millis(1500)
+        );
     }
 }

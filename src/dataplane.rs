@@ -8,6 +8,7 @@ mod conn;
 mod error;
 mod exchange;
 mod gather;
+mod listener;
 mod record;
 mod respond;
 mod shutdown;
@@ -17,4 +18,6 @@ mod upstream;
 mod view;
 mod worker;
 
-pub use worker::{start, DataPlaneConfig, Driver, WorkerSet};
+pub use worker::{
+    start, DataPlaneConfig, Driver, Inherited, ListeningSocket, WorkerSet, ADMIN_SOCKET,
+};

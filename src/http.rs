@@ -82,6 +82,9 @@ pub enum FieldKind {
     XForwardedFor,
     XForwardedProto,
     XForwardedHost,
+    XForwardedPort,
+    /// RFC 7239 `Forwarded`.
+    Forwarded,
     XRequestId,
 }
 

@@ -11,6 +11,8 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod demo;
+pub mod edge;
+pub mod handover;
 pub mod http;
 pub mod node;
 pub mod register;

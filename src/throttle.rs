@@ -46,7 +46,7 @@ pub use bucket::{Rate, Take, TokenBucket, TokenPool};
 pub use duration_text::{go_duration_ms, go_duration_ns};
 pub use local::{Entry, LocalBucket, LocalTable};
 pub use shared::{InFlight, InFlightGuard, SharedBudgets};
-pub use spec::{parse, Limit, LimitKind, Variable};
+pub use spec::{edge_rate, parse, Limit, LimitKind, Variable};
 
 use crate::route::RouteRequest;
 

@@ -26,6 +26,16 @@ impl AdminServer {
         Ok(AdminServer { listener })
     }
 
+    /// Serve on a socket handed over by an older process.
+    pub fn from_listener(listener: TcpListener) -> AdminServer {
+        AdminServer { listener }
+    }
+
+    /// A duplicate of the listening socket, for a later handover.
+    pub fn try_clone_listener(&self) -> std::io::Result<TcpListener> {
+        self.listener.try_clone()
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }

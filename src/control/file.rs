@@ -101,9 +101,12 @@ pub fn load_and_publish(file: &Path, opts: &CompileOptions, handle: &TableHandle
 }
 
 /// Fingerprint used to notice changes without reading the file every poll.
-fn stamp(file: &Path) -> Option<(SystemTime, u64)> {
+/// The inode is part of it: a file replaced by rename (as editors and deploy tools do) is
+/// noticed even when its size and coarse modification time did not change.
+fn stamp(file: &Path) -> Option<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(file).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
 
 /// Watch the file on a thread of its own and republish whenever it changes, until `stop`.

@@ -12,11 +12,15 @@ use monoio::net::TcpStream;
 use super::buffers::Scratch;
 use super::error::ProxyError;
 use super::exchange::{self, BodyState};
+use super::listener::ListenerCtx;
 use super::record::RequestRecord;
 use super::respond::{error_response, error_response_with};
 use super::view::RequestView;
 use super::worker::Worker;
-use crate::http::{parse_request, BodyFraming, ChunkedDecoder, HeaderField, Parsed, RequestHead};
+use crate::edge::Decision;
+use crate::http::{
+    parse_request, BodyFraming, ChunkedDecoder, HeaderField, HttpError, Parsed, RequestHead,
+};
 
 /// State of one client connection. Buffers are reused across its requests.
 pub struct Conn {
@@ -34,6 +38,12 @@ pub struct Conn {
     /// An error response was sent and the connection will close with the client's request
     /// perhaps unread: drain before closing so the client sees the response, not a reset.
     pub linger: bool,
+    /// The listener the connection came in on.
+    pub listener: Rc<ListenerCtx>,
+    /// The peer's forwarding fields are kept (mesh, or a trusted proxy in front of an edge).
+    pub trusted_hop: bool,
+    /// The path after an edge rewrite, for routing (reused across requests).
+    pub rewritten: Vec<u8>,
     /// Counters and access-log facts of the request in flight.
     pub rec: RequestRecord,
 }
@@ -67,7 +77,7 @@ pub enum Next {
     Tunnel(TcpStream),
 }
 
-pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, listener: Rc<ListenerCtx>) {
     w.active.set(w.active.get() + 1);
     w.stats.connection_opened();
     let mut conn = Conn {
@@ -80,6 +90,9 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         fields: Vec::new(),
         resp_fields: Vec::new(),
         linger: false,
+        trusted_hop: listener.trusts(peer.ip()),
+        listener,
+        rewritten: Vec::new(),
         rec: RequestRecord::default(),
     };
     let tunnel = conn.run(&w).await;
@@ -146,6 +159,8 @@ impl Conn {
             self.end_request(w, true, !matches!(next, Next::KeepAlive));
             self.return_scratch(w);
             match next {
+                // A response that promised keep-alive is honoured while draining: the next
+                // request is still served (with `Connection: close`); only shutdown cuts it.
                 Next::KeepAlive if !w.shutdown.fired() => self.release_idle_buffer(w),
                 Next::KeepAlive | Next::Close => return None,
                 Next::Tunnel(up) => return Some(up),
@@ -249,21 +264,21 @@ impl Conn {
     }
 
     async fn read_head(&mut self, w: &Worker) -> Result<HeadRead, ProxyError> {
-        let limits = &w.cfg.head_limits;
+        let limits = self.listener.head_limits;
+        let header_timeout = self.listener.header_timeout;
         let mut scanned = 0;
-        let mut deadline =
-            (!self.rbuf.is_empty()).then(|| Instant::now() + w.cfg.timeouts.header());
+        let mut deadline = (!self.rbuf.is_empty()).then(|| Instant::now() + header_timeout);
         loop {
             if self.rbuf.is_empty() && deadline.is_none() {
                 if !self.idle_wait(w).await {
                     return Ok(HeadRead::Idle);
                 }
                 // From the first byte on, the whole head must arrive within `header_ms`.
-                deadline = Some(Instant::now() + w.cfg.timeouts.header());
+                deadline = Some(Instant::now() + header_timeout);
             }
             if !self.rbuf.is_empty() {
                 self.borrow_scratch(w);
-                match parse_request(&self.rbuf, scanned, limits, &mut self.fields)? {
+                match parse_request(&self.rbuf, scanned, &limits, &mut self.fields)? {
                     Parsed::Complete(h) => return Ok(HeadRead::Head(h)),
                     Parsed::Partial { scanned: s } => scanned = s,
                 }
@@ -283,7 +298,7 @@ impl Conn {
             let len = buf.len();
             let cap = buf.capacity();
             let read = self.stream.read(buf.slice_mut(len..cap));
-            let until = deadline.unwrap_or_else(|| Instant::now() + w.cfg.timeouts.header());
+            let until = deadline.unwrap_or_else(|| Instant::now() + header_timeout);
             let (res, back) = match monoio::time::timeout_at(until.into(), read).await {
                 Ok(r) => r,
                 Err(_) => return Err(ProxyError::ClientTimeout),
@@ -299,12 +314,51 @@ impl Conn {
 
     /// Route and proxy one request whose head is at the start of `rbuf`.
     async fn handle(&mut self, w: &Worker, head: RequestHead) -> Next {
+        // An edge listener lets through only what an expose rule allows, before any route,
+        // throttle or service is involved.
+        let listener = self.listener.clone();
+        let mut rewrite = None;
+        let mut edge_limit = None;
+        if let Some(policy) = &listener.edge {
+            let path = head.path.of(&self.rbuf);
+            match policy.decide(head.method_span.of(&self.rbuf), path) {
+                Decision::Forward(rule) => {
+                    edge_limit = rule.limit.as_ref();
+                    rewrite = rule.rewrite();
+                    if let Some(r) = rewrite {
+                        self.rewritten.clear();
+                        self.rewritten.extend_from_slice(r.prefix);
+                        self.rewritten.extend_from_slice(&path[r.cut..]);
+                    }
+                }
+                Decision::Hidden => return self.refuse(w, &head, ProxyError::NotExposed).await,
+                Decision::MethodNotAllowed(allow) => {
+                    let err = ProxyError::MethodNotAllowed(allow.into());
+                    return self.refuse(w, &head, err).await;
+                }
+                Decision::DotSegment => {
+                    let err = HttpError::Malformed("dot segment in the path");
+                    return self.refuse(w, &head, err.into()).await;
+                }
+            }
+        }
         let table = w.table();
         let view = RequestView {
             buf: &self.rbuf,
             head: &head,
             fields: &self.fields,
+            path_override: rewrite.is_some().then_some(&self.rewritten[..]),
         };
+        if let Some(limit) = edge_limit {
+            let admitted =
+                w.throttle
+                    .borrow_mut()
+                    .admit(std::iter::once(limit), &view, self.peer.ip());
+            if let Err(r) = admitted {
+                w.stats.throttle_rejected(&r.middleware);
+                return self.refuse(w, &head, ProxyError::Throttled(r)).await;
+            }
+        }
         let Some(frontend) = table.lookup(&view) else {
             return self.refuse(w, &head, ProxyError::NoRoute).await;
         };
@@ -341,7 +395,7 @@ impl Conn {
         if backend.servers.is_empty() {
             return self.refuse(w, &head, ProxyError::NoServer).await;
         }
-        let next = exchange::proxy(self, w, &head, frontend, backend, &mut body).await;
+        let next = exchange::proxy(self, w, &head, frontend, backend, &mut body, rewrite).await;
         drop(admission);
         next
     }
@@ -364,7 +418,7 @@ impl Conn {
             }
             BodyFraming::UntilClose => None,
         };
-        let keep = head.keep_alive && body_end.is_some() && !w.shutdown.fired();
+        let keep = head.keep_alive && body_end.is_some() && !w.closing();
         let head_only = head.method == crate::http::request::Method::Head;
         let keep = self.answer_error(w, &err, keep, head_only).await && keep;
         if keep {

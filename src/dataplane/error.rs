@@ -41,6 +41,10 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("invalid response from upstream: {0}")]
     BadResponse(HttpError),
+    #[error("path not exposed on this edge listener")]
+    NotExposed,
+    #[error("method not allowed on this listener (Allow: {0})")]
+    MethodNotAllowed(Box<str>),
     #[error("throttled: {0}")]
     Throttled(crate::throttle::Rejection),
 }
@@ -49,9 +53,8 @@ impl ProxyError {
     pub fn blame(&self) -> Blame {
         use ProxyError::*;
         match self {
-            BadRequest(_) | ClientTimeout | ClientGone | BodyTooLarge(_) | Throttled(_) => {
-                Blame::Client
-            }
+            BadRequest(_) | ClientTimeout | ClientGone | BodyTooLarge(_) | Throttled(_)
+            | NotExposed | MethodNotAllowed(_) => Blame::Client,
             NoRoute | NoServer => Blame::Proxy,
             Connect(_) | ConnectTimeout | Stale | UpstreamIo(_) | UpstreamClosed
             | UpstreamTimeout | BadResponse(_) => Blame::Upstream,
@@ -79,7 +82,9 @@ impl ProxyError {
             }
             ClientTimeout => (408, "request timeout"),
             BodyTooLarge(_) => (413, "request body too large"),
-            NoRoute => (404, "no route matches this request"),
+            // The same answer as a missing route: a hidden path looks like no path at all.
+            NoRoute | NotExposed => (404, "no route matches this request"),
+            MethodNotAllowed(_) => (405, "method not allowed"),
             NoServer => (503, "no live server for this route"),
             Connect(_) | Stale | UpstreamIo(_) | UpstreamClosed => {
                 (502, "upstream connection failed")
@@ -97,6 +102,7 @@ impl ProxyError {
     pub fn header_lines(&self) -> Option<String> {
         match self {
             ProxyError::Throttled(r) => Some(r.header_lines()),
+            ProxyError::MethodNotAllowed(allow) => Some(format!("Allow: {allow}\r\n")),
             _ => None,
         }
     }

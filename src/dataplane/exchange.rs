@@ -14,6 +14,7 @@ use super::error::ProxyError;
 use super::gather::{write_gather, Gather};
 use super::respond::CONTINUE_100;
 use super::worker::Worker;
+use crate::edge::Rewrite;
 use crate::http::request::Method;
 use crate::http::{
     parse_response, BodyFraming, ChunkedDecoder, FieldKind, HttpError, Parsed, RequestHead,
@@ -132,6 +133,7 @@ pub async fn proxy(
     fe: &Frontend,
     be: &Backend,
     body: &mut BodyState,
+    rewrite: Option<Rewrite<'_>>,
 ) -> Next {
     let mut tried = Tried::default();
     let mut attempts_left = 1 + w.cfg.upstream.max_retries;
@@ -149,7 +151,13 @@ pub async fn proxy(
             w.stats.upstream_retry();
         }
         attempts_left -= 1;
-        match attempt(c, w, head, fe, be, server, body, fresh_only).await {
+        let target = Target {
+            fe,
+            be,
+            server,
+            rewrite,
+        };
+        match attempt(c, w, head, target, body, fresh_only).await {
             Outcome::Done(next) => {
                 w.upstreams.mark_ok(server.addr);
                 return next;
@@ -185,7 +193,7 @@ async fn finish_failed(
     body: &BodyState,
     err: ProxyError,
 ) -> Next {
-    let keep = body.complete && head.keep_alive && !w.shutdown.fired() && !c.rbuf.is_empty();
+    let keep = body.complete && head.keep_alive && !w.closing() && !c.rbuf.is_empty();
     let head_only = head.method == Method::Head;
     let written = c.answer_error(w, &err, keep, head_only).await;
     if keep && written {
@@ -196,17 +204,24 @@ async fn finish_failed(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where one attempt goes, and how its target is rewritten.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    fe: &'a Frontend,
+    be: &'a Backend,
+    server: &'a Server,
+    rewrite: Option<Rewrite<'a>>,
+}
+
 async fn attempt(
     c: &mut Conn,
     w: &Worker,
     head: &RequestHead,
-    fe: &Frontend,
-    be: &Backend,
-    server: &Server,
+    target: Target<'_>,
     body: &mut BodyState,
     fresh_only: bool,
 ) -> Outcome {
+    let Target { be, server, .. } = target;
     let addr = server.addr;
     c.rec.upstream_attempt(addr);
     let replayable = body.complete;
@@ -244,7 +259,7 @@ async fn attempt(
     w.stats.upstream_request(reused);
 
     // Head plus the body bytes that came with it, in one writev.
-    let g = build_upstream_head(c, w, head, fe, server, body);
+    let g = build_upstream_head(c, w, head, target, body);
     let sent = monoio::time::timeout(w.cfg.timeouts.send(), write_gather(&mut up, g)).await;
     let res = match sent {
         Ok((res, g)) => {
@@ -306,13 +321,24 @@ fn build_upstream_head(
     c: &mut Conn,
     w: &Worker,
     head: &RequestHead,
-    fe: &Frontend,
-    server: &Server,
+    target: Target<'_>,
     body: &BodyState,
 ) -> Gather {
+    let Target {
+        fe,
+        server,
+        rewrite,
+        ..
+    } = target;
     let mut extra = std::mem::take(&mut c.extra);
     extra.clear();
+    // A rewritten target's new prefix goes first in `extra`; the proxy's lines follow it.
+    if let Some(r) = rewrite {
+        extra.extend_from_slice(r.prefix);
+    }
+    let lines_start = extra.len();
     let rbuf = &c.rbuf;
+    let trusted = c.trusted_hop;
     let pass_host = fe.settings.pass_host_header;
     let mut has_proto = false;
     let mut has_fwd_host = false;
@@ -334,7 +360,8 @@ fn build_upstream_head(
         extra.extend_from_slice(head.host.of(rbuf));
         extra.extend_from_slice(b"\r\n");
     }
-    for f in c.fields.iter().filter(|f| !f.drop) {
+    // From an untrusted peer (an edge client) forwarding fields are replaced, not extended.
+    for f in c.fields.iter().filter(|f| !f.drop && trusted) {
         match f.kind {
             FieldKind::XForwardedFor => {
                 extra.extend_from_slice(if xff_started {
@@ -366,6 +393,19 @@ fn build_upstream_head(
         extra.extend_from_slice(head.host.of(rbuf));
         extra.extend_from_slice(b"\r\n");
     }
+    if !trusted {
+        extra.extend_from_slice(b"X-Forwarded-Port: ");
+        extra.extend_from_slice(c.listener.port_text.as_bytes());
+        extra.extend_from_slice(b"\r\nForwarded: for=");
+        if c.peer.is_ipv6() {
+            extra.extend_from_slice(b"\"[");
+            extra.extend_from_slice(c.peer_ip.as_bytes());
+            extra.extend_from_slice(b"]\"");
+        } else {
+            extra.extend_from_slice(c.peer_ip.as_bytes());
+        }
+        extra.extend_from_slice(b";proto=http\r\n");
+    }
     if !has_request_id {
         extra.extend_from_slice(b"X-Request-Id: ");
         let id_start = extra.len();
@@ -388,7 +428,23 @@ fn build_upstream_head(
         std::mem::take(&mut c.iov),
     );
     let line_end = head.target.end as usize + b" HTTP/1.1\r\n".len();
-    if head.version == Version::Http11 && head.path_and_query == head.target {
+    if let Some(r) = rewrite {
+        // New prefix, then the rest of the received path and the query, byte for byte.
+        g.push_data(
+            head.method_span.start as usize,
+            head.method_span.end as usize,
+        );
+        g.push_static(b" ");
+        g.push_extra(0, lines_start);
+        g.push_data(
+            head.path.start as usize + r.cut,
+            head.path_and_query.end as usize,
+        );
+        g.push_static(match head.version {
+            Version::Http10 => b" HTTP/1.0\r\n",
+            Version::Http11 => b" HTTP/1.1\r\n",
+        });
+    } else if head.version == Version::Http11 && head.path_and_query == head.target {
         g.push_data(0, line_end);
     } else {
         g.push_data(
@@ -410,16 +466,30 @@ fn build_upstream_head(
         // `Connection` named them) and rebuilds X-Forwarded-For with the peer appended.
         let skip = f.drop
             || matches!(f.kind, FieldKind::Expect | FieldKind::XForwardedFor)
-            || (f.kind == FieldKind::Host && host_replaced);
+            || (f.kind == FieldKind::Host && host_replaced)
+            || (!trusted && is_forwarding_field(f.kind));
         if !skip {
             g.push_data(f.line.start as usize, f.line.end as usize);
         }
     }
     let extra_len = g.extra.len();
-    g.push_extra(0, extra_len);
+    g.push_extra(lines_start, extra_len);
     g.push_static(b"\r\n");
     g.push_data(head.head_len, body.buffered_end);
     g
+}
+
+/// Fields an edge listener replaces when the peer is not a trusted proxy.
+fn is_forwarding_field(kind: FieldKind) -> bool {
+    matches!(
+        kind,
+        FieldKind::XForwardedFor
+            | FieldKind::XForwardedProto
+            | FieldKind::XForwardedHost
+            | FieldKind::XForwardedPort
+            | FieldKind::Forwarded
+            | FieldKind::XRequestId
+    )
 }
 
 /// Stream the rest of the request body from the client to the upstream, buffer by buffer,
@@ -629,8 +699,7 @@ async fn relay_response(
         return start_tunnel(c, up, ubuf, d.consume_end).await;
     }
 
-    let client_keep =
-        head.keep_alive && !w.shutdown.fired() && rh.framing != BodyFraming::UntilClose;
+    let client_keep = head.keep_alive && !w.closing() && rh.framing != BodyFraming::UntilClose;
     let mut decoder = ChunkedDecoder::new();
     let avail = ubuf.len() - rh.head_len;
     let (first_k, mut remaining, mut done) = match rh.framing {

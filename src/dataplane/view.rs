@@ -7,6 +7,8 @@ pub struct RequestView<'a> {
     pub buf: &'a [u8],
     pub head: &'a RequestHead,
     pub fields: &'a [HeaderField],
+    /// The path after an edge listener's prefix rewrite: routing sees the rewritten path.
+    pub path_override: Option<&'a [u8]>,
 }
 
 /// Host without its port: `example.com:80` -> `example.com`, `[::1]:80` -> `[::1]`.
@@ -33,7 +35,10 @@ impl RouteRequest for RequestView<'_> {
     }
 
     fn path(&self) -> &[u8] {
-        self.head.path.of(self.buf)
+        match self.path_override {
+            Some(p) => p,
+            None => self.head.path.of(self.buf),
+        }
     }
 
     fn header(&self, name: &[u8]) -> Option<&[u8]> {

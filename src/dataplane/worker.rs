@@ -5,7 +5,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpListener;
@@ -13,12 +13,12 @@ use monoio::net::TcpListener;
 use super::access_log::AccessLog;
 use super::buffers::{BufPool, ScratchPool};
 use super::conn::serve;
+use super::listener::ListenerCtx;
 use super::shutdown::Shutdown;
 use super::stats::{NodeStats, WorkerShared, WorkerStats};
 use super::upstream::{UpstreamSettings, Upstreams};
 use crate::config::{
-    AccessLogTarget, IoDriver, ListenerConfig, ListenerRole, Profile, TimeoutsConfig,
-    UpstreamConfig, Workers,
+    AccessLogTarget, IoDriver, ListenerConfig, Profile, TimeoutsConfig, UpstreamConfig, Workers,
 };
 use crate::control::TableHandle;
 use crate::http::HeadLimits;
@@ -34,6 +34,8 @@ pub struct DataPlaneConfig {
     pub ring_entries: u32,
     pub ring_fast_flags: bool,
     pub listeners: Vec<ListenerConfig>,
+    /// Role, expose rules and head limits of each listener, in `listeners` order.
+    pub listener_ctx: Vec<ListenerCtx>,
     pub head_limits: HeadLimits,
     pub upstream_head_limits: HeadLimits,
     pub max_body_bytes: u64,
@@ -70,6 +72,7 @@ impl DataPlaneConfig {
             ring_entries: p.node.ring_entries,
             ring_fast_flags: p.node.ring_fast_flags,
             listeners: p.listeners.clone(),
+            listener_ctx: p.listeners.iter().map(|l| ListenerCtx::new(l, p)).collect(),
             head_limits: p.head_limits(),
             upstream_head_limits: HeadLimits {
                 max_head_bytes: p.limits.max_head_bytes.max(64 * 1024),
@@ -123,6 +126,8 @@ pub struct Worker {
     pub stats: WorkerStats,
     pub access_log: AccessLog,
     pub shutdown: Shutdown,
+    /// Fired when the worker stops accepting (a handover, or before `shutdown`).
+    pub drain: Shutdown,
     pub throttle: RefCell<Throttle>,
     /// Client connections currently open.
     pub active: Cell<usize>,
@@ -143,6 +148,12 @@ impl Worker {
         cached.clone()
     }
 
+    /// Whether connections should close after their current request: the worker is draining
+    /// (its listeners went to a newer process) or shutting down.
+    pub fn closing(&self) -> bool {
+        self.drain.fired() || self.shutdown.fired()
+    }
+
     /// Return a buffer to the pool it came from.
     pub fn give_buf(&self, buf: Vec<u8>) {
         if self.body_bufs.owns(buf.capacity()) {
@@ -159,11 +170,51 @@ impl Worker {
     }
 }
 
+/// A listening socket as a handover passes it on: listener name, address, descriptor.
+pub struct ListeningSocket {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub socket: std::net::TcpListener,
+}
+
+/// Name a handover gives the admin endpoint's socket (listener names are never empty).
+pub const ADMIN_SOCKET: &str = "";
+
+/// Listening sockets received from an older process at a handover.
+#[derive(Default)]
+pub struct Inherited {
+    pub sockets: Vec<ListeningSocket>,
+}
+
+impl Inherited {
+    /// The admin endpoint's socket, if it was handed over for `addr`.
+    pub fn take_admin(&mut self, addr: SocketAddr) -> Option<std::net::TcpListener> {
+        let i = self
+            .sockets
+            .iter()
+            .position(|s| s.name == ADMIN_SOCKET && s.addr == addr)?;
+        Some(self.sockets.remove(i).socket)
+    }
+
+    /// The received sockets of the listener at `addr`.
+    fn take(&mut self, addr: SocketAddr) -> Vec<std::net::TcpListener> {
+        let (mine, rest) = std::mem::take(&mut self.sockets)
+            .into_iter()
+            .partition(|s| s.addr == addr && s.name != ADMIN_SOCKET);
+        self.sockets = rest;
+        mine.into_iter().map(|s| s.socket).collect()
+    }
+}
+
 /// The running data plane.
 pub struct WorkerSet {
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    drain: Arc<AtomicBool>,
     drivers: Vec<Driver>,
+    /// Duplicates of every listening socket, for a handover; emptied when the workers stop,
+    /// so a stopped node's ports refuse connections instead of queueing them.
+    sockets: Arc<Mutex<Vec<ListeningSocket>>>,
     stats: Arc<NodeStats>,
 }
 
@@ -181,7 +232,23 @@ impl WorkerSet {
     /// Stop accepting, let in-flight requests finish (up to the grace period), close idle
     /// connections.
     pub fn stop(&self) {
+        self.drain.store(true, Ordering::SeqCst);
         self.stop.store(true, Ordering::SeqCst);
+        if let Ok(mut s) = self.sockets.lock() {
+            s.clear();
+        }
+    }
+
+    /// Stop accepting but keep serving open connections, each until its next response (sent
+    /// with `Connection: close`); idle ones stay open until [`WorkerSet::stop`]. For a
+    /// handover: the sockets stay open in the newer process.
+    pub fn drain(&self) {
+        self.drain.store(true, Ordering::SeqCst);
+    }
+
+    /// The listening sockets, shared with the handover server.
+    pub fn sockets(&self) -> Arc<Mutex<Vec<ListeningSocket>>> {
+        self.sockets.clone()
     }
 
     /// Wait for every worker to finish.
@@ -224,24 +291,66 @@ fn random_seed(worker: usize) -> u64 {
     base ^ (worker as u64).rotate_left(56)
 }
 
-/// Bind every listener once per worker and start the workers. Returns when all are serving.
-pub fn start(cfg: Arc<DataPlaneConfig>, routes: TableHandle) -> anyhow::Result<WorkerSet> {
+/// The sockets each worker accepts on: every listener's inherited sockets spread over the
+/// workers (socket j to worker j mod n, so none is left unserved), plus fresh SO_REUSEPORT
+/// binds until every worker has one per listener.
+fn listening_sockets(
+    cfg: &DataPlaneConfig,
+    mut inherited: Inherited,
+    all: &mut Vec<ListeningSocket>,
+) -> anyhow::Result<Vec<Sockets>> {
+    let mut per_worker: Vec<Sockets> = (0..cfg.workers).map(|_| Vec::new()).collect();
+    for (li, l) in cfg.listeners.iter().enumerate() {
+        let mut own = inherited.take(l.addr);
+        let received = own.len();
+        for s in &own {
+            use std::os::fd::AsRawFd;
+            // listen(2) again applies this profile's backlog to the inherited socket.
+            // SAFETY: a valid socket descriptor owned by `s`.
+            unsafe { libc::listen(s.as_raw_fd(), l.backlog) };
+        }
+        while own.len() < cfg.workers {
+            own.push(bind_listener(l).map_err(|e| {
+                anyhow::anyhow!("listener {:?}: cannot bind {}: {e}", l.name, l.addr)
+            })?);
+        }
+        if received > 0 {
+            tracing::info!(listener = %l.name, addr = %l.addr, received, total = own.len(), "listening on inherited sockets");
+        }
+        for (j, s) in own.into_iter().enumerate() {
+            all.push(ListeningSocket {
+                name: l.name.clone(),
+                addr: l.addr,
+                socket: s.try_clone()?,
+            });
+            per_worker[j % cfg.workers].push((s, li));
+        }
+    }
+    for s in inherited.sockets {
+        tracing::warn!(listener = %s.name, addr = %s.addr, "inherited socket not in this profile: closed (its queued connections are reset)");
+    }
+    Ok(per_worker)
+}
+
+/// Start the workers on their listeners: sockets `inherited` from an older process, fresh
+/// SO_REUSEPORT binds for the rest. Returns when all are serving.
+pub fn start(
+    cfg: Arc<DataPlaneConfig>,
+    routes: TableHandle,
+    inherited: Inherited,
+) -> anyhow::Result<WorkerSet> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let stop = Arc::new(AtomicBool::new(false));
+    let drain = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(NodeStats::new(cfg.workers));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Driver, String>>();
     let mut threads = Vec::new();
-    for i in 0..cfg.workers {
-        let mut sockets = Vec::new();
-        for l in &cfg.listeners {
-            let s = bind_listener(l).map_err(|e| {
-                anyhow::anyhow!("listener {:?}: cannot bind {}: {e}", l.name, l.addr)
-            })?;
-            sockets.push((s, l.role, l.addr));
-        }
+    let mut all = Vec::new();
+    let per_worker = listening_sockets(&cfg, inherited, &mut all)?;
+    for (i, sockets) in per_worker.into_iter().enumerate() {
         let core = (cfg.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
-        let (cfg, routes, stop, ready) =
-            (cfg.clone(), routes.clone(), stop.clone(), ready_tx.clone());
+        let (cfg, routes, ready) = (cfg.clone(), routes.clone(), ready_tx.clone());
+        let flags = (stop.clone(), drain.clone());
         let shared = stats.worker(i);
         let t = std::thread::Builder::new()
             .name(format!("ringway-w{i}"))
@@ -251,7 +360,7 @@ pub fn start(cfg: Arc<DataPlaneConfig>, routes: TableHandle) -> anyhow::Result<W
                         tracing::warn!(worker = i, "could not pin to core {}", core.id);
                     }
                 }
-                run_worker(i, cfg, routes, sockets, stop, ready, shared);
+                run_worker(i, cfg, routes, sockets, flags, ready, shared);
             })?;
         threads.push(t);
     }
@@ -270,19 +379,25 @@ pub fn start(cfg: Arc<DataPlaneConfig>, routes: TableHandle) -> anyhow::Result<W
     Ok(WorkerSet {
         threads,
         stop,
+        drain,
         drivers,
+        sockets: Arc::new(Mutex::new(all)),
         stats,
     })
 }
 
-type Sockets = Vec<(std::net::TcpListener, ListenerRole, SocketAddr)>;
+/// A worker's sockets, each with the index of its listener.
+type Sockets = Vec<(std::net::TcpListener, usize)>;
+
+/// The `stop` and `drain` flags of a [`WorkerSet`].
+type Flags = (Arc<AtomicBool>, Arc<AtomicBool>);
 
 fn run_worker(
     id: usize,
     cfg: Arc<DataPlaneConfig>,
     routes: TableHandle,
     sockets: Sockets,
-    stop: Arc<AtomicBool>,
+    flags: Flags,
     ready: mpsc::Sender<Result<Driver, String>>,
     shared: Arc<WorkerShared>,
 ) {
@@ -290,7 +405,7 @@ fn run_worker(
         ($rt:expr, $driver:expr) => {{
             let mut rt = $rt;
             rt.block_on(worker_main(
-                id, cfg, routes, sockets, stop, ready, $driver, shared,
+                id, cfg, routes, sockets, flags, ready, $driver, shared,
             ));
         }};
     }
@@ -353,7 +468,7 @@ async fn worker_main(
     cfg: Arc<DataPlaneConfig>,
     routes: TableHandle,
     sockets: Sockets,
-    stop: Arc<AtomicBool>,
+    (stop, drain): Flags,
     ready: mpsc::Sender<Result<Driver, String>>,
     driver: Driver,
     shared: Arc<WorkerShared>,
@@ -386,16 +501,23 @@ async fn worker_main(
         routes,
         table: RefCell::new(table),
         shutdown: Shutdown::default(),
+        drain: Shutdown::default(),
         active: Cell::new(0),
         id_seed: random_seed(id),
         id_counter: Cell::new(0),
     });
+    let contexts: Vec<Rc<ListenerCtx>> = w
+        .cfg
+        .listener_ctx
+        .iter()
+        .map(|c| Rc::new(c.clone()))
+        .collect();
     let mut listeners = Vec::new();
-    for (s, role, addr) in sockets {
+    for (s, li) in sockets {
         match TcpListener::from_std(s) {
-            Ok(l) => listeners.push((l, role, addr)),
+            Ok(l) => listeners.push((l, contexts[li].clone())),
             Err(e) => {
-                let _ = ready.send(Err(format!("listener {addr}: {e}")));
+                let _ = ready.send(Err(format!("listener {}: {e}", contexts[li].addr)));
                 return;
             }
         }
@@ -403,10 +525,14 @@ async fn worker_main(
     // Several accepts in flight per listener, so a burst of new connections is taken in one
     // pass through the ring instead of one accept per loop iteration.
     let mut accepting = Vec::new();
-    for (l, role, _) in listeners {
+    for (l, ctx) in listeners {
         let l = Rc::new(l);
         for _ in 0..ACCEPTS_IN_FLIGHT {
-            accepting.push(monoio::spawn(accept_loop(w.clone(), l.clone(), role)));
+            accepting.push(monoio::spawn(accept_loop(
+                w.clone(),
+                l.clone(),
+                ctx.clone(),
+            )));
         }
     }
     tracing::info!(worker = id, driver = %driver, "worker serving");
@@ -416,6 +542,10 @@ async fn worker_main(
     let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         monoio::time::sleep(Duration::from_millis(50)).await;
+        if drain.load(Ordering::Relaxed) && !w.drain.fired() {
+            tracing::info!(worker = id, "draining: no longer accepting");
+            w.drain.fire();
+        }
         w.throttle.borrow_mut().sweep();
         w.stats.tick(&w.table());
         w.access_log.flush();
@@ -424,6 +554,7 @@ async fn worker_main(
             last_sweep = Instant::now();
         }
     }
+    w.drain.fire();
     w.shutdown.fire();
     for a in accepting {
         a.await;
@@ -446,16 +577,26 @@ async fn worker_main(
 const ACCEPTS_IN_FLIGHT: usize = 4;
 
 /// Accepted sockets inherit TCP_NODELAY from the listener, so no per-connection setsockopt.
-async fn accept_loop(w: Rc<Worker>, listener: Rc<TcpListener>, role: ListenerRole) {
+async fn accept_loop(w: Rc<Worker>, listener: Rc<TcpListener>, ctx: Rc<ListenerCtx>) {
     loop {
+        let canceller = monoio::io::Canceller::new();
+        let accept = listener.cancelable_accept(canceller.handle());
+        let mut accept = std::pin::pin!(accept);
         let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = w.shutdown.wait() => break,
+            r = &mut accept => r,
+            _ = w.drain.wait() => {
+                // An accept that completed before the cancel took effect still yields its
+                // connection: serve it rather than leak it.
+                canceller.cancel();
+                if let Ok((stream, peer)) = accept.await {
+                    monoio::spawn(serve(w.clone(), stream, peer, ctx.clone()));
+                }
+                break;
+            },
         };
         match accepted {
             Ok((stream, peer)) => {
-                let _ = role;
-                monoio::spawn(serve(w.clone(), stream, peer));
+                monoio::spawn(serve(w.clone(), stream, peer, ctx.clone()));
             }
             Err(e) => {
                 // Out of descriptors or memory: back off instead of spinning.

@@ -46,6 +46,7 @@ pub fn classify_name(name: &[u8]) -> (FieldKind, bool) {
         2 => &[(b"te", FieldKind::Te)],
         4 => &[(b"host", FieldKind::Host)],
         6 => &[(b"expect", FieldKind::Expect)],
+        9 => &[(b"forwarded", FieldKind::Forwarded)],
         7 => &[
             (b"upgrade", FieldKind::Upgrade),
             (b"trailer", FieldKind::Trailer),
@@ -60,6 +61,7 @@ pub fn classify_name(name: &[u8]) -> (FieldKind, bool) {
         16 => &[
             (b"proxy-connection", FieldKind::ProxyConnection),
             (b"x-forwarded-host", FieldKind::XForwardedHost),
+            (b"x-forwarded-port", FieldKind::XForwardedPort),
         ],
         17 => &[
             (b"transfer-encoding", FieldKind::TransferEncoding),

@@ -175,6 +175,8 @@ pub(crate) fn collect_fields(
             FieldKind::XForwardedFor
             | FieldKind::XForwardedProto
             | FieldKind::XForwardedHost
+            | FieldKind::XForwardedPort
+            | FieldKind::Forwarded
             | FieldKind::XRequestId
             | FieldKind::Trailer
             | FieldKind::Other => {}

@@ -30,7 +30,8 @@ pub enum Variable {
 }
 
 impl Variable {
-    fn parse(text: &str) -> Result<Variable, String> {
+    /// `client.ip`, `request.host` or `request.header.<Name>`.
+    pub fn parse(text: &str) -> Result<Variable, String> {
         match text {
             "client.ip" => Ok(Variable::ClientIp),
             "request.host" => Ok(Variable::RequestHost),
@@ -119,6 +120,35 @@ fn identity(kind: &str, frontend: &str, middleware: &str, settings: impl Hash) -
     (kind, frontend, middleware).hash(&mut h);
     settings.hash(&mut h);
     h.finish()
+}
+
+/// The rate limit of an edge listener's expose rule (nginx `limit_req`): `rate` is the
+/// nginx text it came from, `bucket` is (requests, period seconds, bucket size).
+pub fn edge_rate(
+    listener: &str,
+    rule: usize,
+    label: &str,
+    rate: &str,
+    bucket: (u64, u64, u64),
+    variable: Variable,
+) -> Limit {
+    let (requests, period, size) = bucket;
+    let message = format!(
+        "rate limit of listener {listener} ({label}) exceeded ({rate}, burst {})",
+        size - 1
+    );
+    Limit {
+        identity: identity(
+            "edge",
+            listener,
+            &rule.to_string(),
+            (label, requests, period, size, &variable),
+        ),
+        kind: LimitKind::Rate(Rate::new(requests, period, size)),
+        variable,
+        message: message.into(),
+        middleware: format!("{listener}/expose[{rule}]").into(),
+    }
 }
 
 /// Parse the middleware `config` of type `kind` attached to `frontend`. `Ok(None)` for types

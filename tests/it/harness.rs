@@ -133,10 +133,13 @@ pub fn catch_all(servers: &[SocketAddr]) -> String {
     routes_json(&[("b1", servers)], &[("all", "b1", "PathPrefix(`/`)")])
 }
 
-/// A running `ringway run` process with one mesh listener on a free port.
+/// A running `ringway run` process with one mesh listener on a free port (and an edge
+/// listener on another when started with [`Ringway::start_edge`]).
 pub struct Ringway {
     child: Child,
     pub addr: SocketAddr,
+    /// The edge listener's address, when there is one.
+    pub edge_addr: Option<SocketAddr>,
     #[allow(dead_code)]
     pub dir: TempDir,
     log: PathBuf,
@@ -156,8 +159,109 @@ impl Ringway {
             dir,
             "[routes]\nsource = \"file\"\nfile = \"routes.json\"\nfile_poll_ms = 50\n",
             extra_profile,
-            workers,
+            Launch {
+                workers,
+                ..Launch::default()
+            },
         )
+    }
+
+    /// Like [`Ringway::start`], plus a listener `edge` with `role = "edge"` on another free
+    /// port (`edge_addr`). `edge_listener` is TOML that goes inside that `[[listener]]`: its
+    /// keys, then its `[[listener.expose]]` and `[listener.limits]` tables.
+    pub fn start_edge(routes: &str, edge_listener: &str, extra_profile: &str) -> Ringway {
+        let dir = TempDir::new("edge");
+        dir.write("routes.json", routes);
+        Ringway::launch(
+            dir,
+            "[routes]\nsource = \"file\"\nfile = \"routes.json\"\nfile_poll_ms = 50\n",
+            extra_profile,
+            Launch {
+                workers: 1,
+                edge_listener: Some(edge_listener.to_string()),
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// Like [`Ringway::start`] but with `RUST_LOG` unset, so the profile's `[log] level`
+    /// decides what is logged.
+    pub fn start_profile_log_level(routes: &str, extra_profile: &str) -> Ringway {
+        let dir = TempDir::new("node");
+        dir.write("routes.json", routes);
+        Ringway::launch(
+            dir,
+            "[routes]\nsource = \"file\"\nfile = \"routes.json\"\nfile_poll_ms = 50\n",
+            extra_profile,
+            Launch {
+                workers: 1,
+                profile_log_level: true,
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// The edge listener's address (panics without one).
+    pub fn edge(&self) -> SocketAddr {
+        self.edge_addr.expect("started with start_edge")
+    }
+
+    /// The profile file this node runs.
+    pub fn profile_path(&self) -> PathBuf {
+        self.dir.0.join("profile.toml")
+    }
+
+    /// A second `ringway run` on this node's profile (and listeners), e.g. to take over through
+    /// a handover socket. Returns once its log says it is running. The new process's log lives
+    /// in a directory of its own; the profile stays in this node's directory, so keep this
+    /// node (its `Ringway` value) alive longer than the successor.
+    pub fn successor(&self) -> Ringway {
+        let dir = TempDir::new("successor");
+        let log = dir.0.join("ringway.log");
+        let log_file = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(ringway_bin())
+            .args(["run", "--profile"])
+            .arg(self.profile_path())
+            .env(
+                "RUST_LOG",
+                std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start ringway");
+        let mut r = Ringway {
+            child,
+            addr: self.addr,
+            edge_addr: self.edge_addr,
+            dir,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !r.log().contains("ringway running") {
+            if let Ok(Some(status)) = r.child.try_wait() {
+                panic!("successor exited early ({status}):\n{}", r.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "successor not running:\n{}",
+                r.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
+    /// Wait until the log contains `needle`; false after `limit`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// Start with routes from etcd at `endpoint` (prefix `/vulcand`), one worker. `dir` may
@@ -179,30 +283,51 @@ impl Ringway {
             "[routes]\nsource = \"etcd\"\n{snapshot}\n\
              [etcd]\nendpoints = [\"{endpoint}\"]\nprefix = \"/vulcand\"\ndial_timeout_ms = 1000\n"
         );
-        Ringway::launch(dir, &routes, extra_profile, 1)
+        Ringway::launch(
+            dir,
+            &routes,
+            extra_profile,
+            Launch {
+                workers: 1,
+                ..Launch::default()
+            },
+        )
     }
 
     /// Write a profile with this `[routes]` (and source) section into `dir` and start it.
-    fn launch(dir: TempDir, routes_section: &str, extra_profile: &str, workers: usize) -> Ringway {
+    fn launch(dir: TempDir, routes_section: &str, extra_profile: &str, how: Launch) -> Ringway {
+        let workers = how.workers;
         // Held until ringway listens, so no parallel test is handed the same port.
         let hold = PortHold::new();
         let port = hold.port;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let edge_hold = how.edge_listener.as_ref().map(|_| PortHold::new());
+        let edge_addr = edge_hold.as_ref().map(PortHold::addr);
+        let edge = match (&how.edge_listener, edge_addr) {
+            (Some(toml), Some(a)) => {
+                format!("[[listener]]\nname = \"edge\"\naddr = \"{a}\"\nrole = \"edge\"\n{toml}\n")
+            }
+            _ => String::new(),
+        };
         let (node, rest) = split_node_section(extra_profile);
         let profile = format!(
             "[node]\nworkers = {workers}\npin_workers = false\nshutdown_grace_secs = 10\n{node}\n\
-             [[listener]]\nname = \"mesh\"\naddr = \"{addr}\"\n\n{routes_section}\n{rest}"
+             [[listener]]\nname = \"mesh\"\naddr = \"{addr}\"\n\n{edge}{routes_section}\n{rest}"
         );
         let profile_path = dir.write("profile.toml", &profile);
         let log = dir.0.join("ringway.log");
         let log_file = std::fs::File::create(&log).expect("create log file");
-        let child = Command::new(ringway_bin())
-            .args(["run", "--profile"])
-            .arg(&profile_path)
-            .env(
+        let mut command = Command::new(ringway_bin());
+        command.args(["run", "--profile"]).arg(&profile_path);
+        if how.profile_log_level {
+            command.env_remove("RUST_LOG");
+        } else {
+            command.env(
                 "RUST_LOG",
                 std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            );
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -210,11 +335,13 @@ impl Ringway {
         let mut r = Ringway {
             child,
             addr,
+            edge_addr,
             dir,
             log,
         };
         r.wait_ready();
         drop(hold);
+        drop(edge_hold);
         r
     }
 
@@ -295,6 +422,16 @@ impl Drop for Ringway {
     }
 }
 
+/// How [`Ringway::launch`] starts the process.
+#[derive(Default)]
+struct Launch {
+    workers: usize,
+    /// TOML inside an extra `role = "edge"` listener.
+    edge_listener: Option<String>,
+    /// Leave `RUST_LOG` unset so `[log] level` applies.
+    profile_log_level: bool,
+}
+
 /// `[node]` keys in `extra` must join the harness's own `[node]` table.
 fn split_node_section(extra: &str) -> (String, String) {
     let mut node = String::new();
@@ -357,6 +494,11 @@ impl Client {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         stream.set_nodelay(true).unwrap();
+        Client::from_stream(stream)
+    }
+
+    /// A client on a connection the caller opened.
+    pub fn from_stream(stream: TcpStream) -> Client {
         Client {
             stream,
             buf: Vec::new(),

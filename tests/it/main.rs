@@ -4,8 +4,10 @@
 mod admin;
 mod cli;
 mod deploy;
+mod edge;
 mod etcd;
 mod etcd_server;
+mod handover;
 // Shared helpers: each suite uses a different part of them.
 #[allow(dead_code)]
 mod harness;
