@@ -383,10 +383,15 @@ pub fn compile(kv: &KvSet, opts: &CompileOptions) -> Compiled {
         }
     }
 
-    candidates.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut frontends = Vec::with_capacity(candidates.len());
-    let mut routes = Vec::with_capacity(candidates.len());
-    for c in candidates {
+    // Sort positions rather than the (large) candidates; ids are unique, so the order is total
+    // and an unstable sort is still deterministic.
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_unstable_by(|&a, &b| candidates[a].key.cmp(&candidates[b].key));
+    let mut slots: Vec<Option<Candidate>> = candidates.into_iter().map(Some).collect();
+    let mut frontends = Vec::with_capacity(slots.len());
+    let mut routes = Vec::with_capacity(slots.len());
+    for i in order {
+        let c = slots[i].take().expect("each position is taken once");
         frontends.push(c.frontend);
         routes.push(c.route);
     }
