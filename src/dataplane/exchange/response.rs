@@ -1,0 +1,331 @@
+//! The upstream's response: its head read and checked, interim responses passed on, the head
+//! relayed as slices plus the proxy's Connection line, the body streamed back; or the switch
+//! to a tunnel after a 101.
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use super::super::conn::{Conn, Next};
+use super::super::error::ProxyError;
+use super::super::gather::{write_gather, Gather};
+use super::super::worker::Worker;
+use super::Outcome;
+use crate::http::request::Method;
+use crate::http::{
+    parse_response, BodyFraming, ChunkedDecoder, HttpError, Parsed, RequestHead, ResponseHead,
+    Version,
+};
+use crate::route::{Backend, Server};
+
+/// Read one response head from the upstream into `ubuf`, passing interim (1xx) responses on.
+#[allow(clippy::too_many_arguments)]
+async fn read_response_head(
+    c: &mut Conn,
+    w: &Worker,
+    head: &RequestHead,
+    be: &Backend,
+    up: &mut TcpStream,
+    ubuf: &mut Vec<u8>,
+    reused: bool,
+    replayable: bool,
+    idempotent: bool,
+) -> Result<ResponseHead, Outcome> {
+    let limits = w.cfg.upstream_head_limits;
+    let read_timeout = be
+        .settings
+        .read_timeout
+        .unwrap_or(w.cfg.timeouts.upstream_read());
+    let mut scanned = 0;
+    let mut got_any = false;
+    loop {
+        if !ubuf.is_empty() {
+            match parse_response(
+                ubuf,
+                scanned,
+                head.method == Method::Head,
+                &limits,
+                &mut c.resp_fields,
+            ) {
+                Ok(Parsed::Partial { scanned: s }) => scanned = s,
+                Ok(Parsed::Complete(rh)) => {
+                    if rh.status >= 200 || rh.status == 101 {
+                        return Ok(rh);
+                    }
+                    // Interim response: HTTP/1.1 clients get it (except a second 100 when
+                    // ringway already sent its own), then the final one follows.
+                    if head.version == Version::Http11
+                        && !(rh.status == 100 && head.expect_continue)
+                    {
+                        let interim: Vec<u8> = ubuf[..rh.head_len].to_vec();
+                        let (r, _) = c.stream.write_all(interim).await;
+                        if r.is_err() {
+                            return Err(Outcome::Aborted);
+                        }
+                        c.rec.tx += rh.head_len as u64;
+                    }
+                    ubuf.drain(..rh.head_len);
+                    scanned = 0;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Outcome::Failed {
+                        err: ProxyError::BadResponse(e),
+                        retry: false,
+                    })
+                }
+            }
+        }
+        if ubuf.len() == ubuf.capacity() {
+            let want = (ubuf.capacity() * 2).min(limits.max_head_bytes + 1);
+            if want <= ubuf.len() {
+                let err =
+                    ProxyError::BadResponse(HttpError::HeadTooLarge("response head too large"));
+                return Err(Outcome::Failed { err, retry: false });
+            }
+            ubuf.reserve_exact(want - ubuf.len());
+        }
+        let buf = std::mem::take(ubuf);
+        let (len, cap) = (buf.len(), buf.capacity());
+        let (res, back) =
+            match monoio::time::timeout(read_timeout, up.read(buf.slice_mut(len..cap))).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let retry = replayable && idempotent && !got_any;
+                    return Err(Outcome::Failed {
+                        err: ProxyError::UpstreamTimeout,
+                        retry,
+                    });
+                }
+            };
+        *ubuf = back.into_inner();
+        match res {
+            // The request went out whole on a pooled connection and nothing came back: the
+            // server may have processed it, so only an idempotent request is tried again.
+            Ok(0) | Err(_) if !got_any && reused => {
+                let retry = replayable && idempotent;
+                return Err(Outcome::Failed {
+                    err: ProxyError::Stale,
+                    retry,
+                });
+            }
+            Ok(0) => {
+                let retry = replayable && idempotent && !got_any;
+                return Err(Outcome::Failed {
+                    err: ProxyError::UpstreamClosed,
+                    retry,
+                });
+            }
+            Err(e) => {
+                let retry = replayable && idempotent && !got_any;
+                return Err(Outcome::Failed {
+                    err: ProxyError::UpstreamIo(e),
+                    retry,
+                });
+            }
+            Ok(_) => got_any = true,
+        }
+    }
+}
+
+/// Where the request stands once its body was sent.
+pub(super) struct Done {
+    /// Bytes of `rbuf` the request occupies (pipelined bytes follow).
+    pub consume_end: usize,
+    pub reused: bool,
+    pub replayable: bool,
+    pub idempotent: bool,
+}
+
+pub(super) async fn relay_response(
+    c: &mut Conn,
+    w: &Worker,
+    head: &RequestHead,
+    be: &Backend,
+    server: &Server,
+    mut up: TcpStream,
+    d: Done,
+) -> Outcome {
+    let mut ubuf = w.bufs.take();
+    let rh = match read_response_head(
+        c,
+        w,
+        head,
+        be,
+        &mut up,
+        &mut ubuf,
+        d.reused,
+        d.replayable,
+        d.idempotent,
+    )
+    .await
+    {
+        Ok(rh) => rh,
+        Err(o) => {
+            w.bufs.give(ubuf);
+            return o;
+        }
+    };
+    c.rec.upstream_answered();
+
+    if rh.status == 101 {
+        if !head.upgrade {
+            w.bufs.give(ubuf);
+            let err =
+                ProxyError::BadResponse(HttpError::Malformed("101 without an upgrade request"));
+            return Outcome::Failed { err, retry: false };
+        }
+        return start_tunnel(c, up, ubuf, d.consume_end).await;
+    }
+
+    let client_keep = head.keep_alive && !w.closing() && rh.framing != BodyFraming::UntilClose;
+    let mut decoder = ChunkedDecoder::new();
+    let avail = ubuf.len() - rh.head_len;
+    let (first_k, mut remaining, mut done) = match rh.framing {
+        BodyFraming::Empty => (0, 0, true),
+        BodyFraming::Length(n) => {
+            let k = (avail as u64).min(n);
+            (k as usize, n - k, k == n)
+        }
+        BodyFraming::Chunked => match decoder.advance(&ubuf[rh.head_len..]) {
+            Ok(p) => (p.consumed, 0, p.done),
+            Err(e) => {
+                w.bufs.give(ubuf);
+                return Outcome::Failed {
+                    err: ProxyError::BadResponse(e),
+                    retry: false,
+                };
+            }
+        },
+        BodyFraming::UntilClose => (avail, 0, false),
+    };
+    let mut surplus = done && rh.head_len + first_k < ubuf.len();
+
+    // Client head: status line and kept fields as slices, plus the proxy's Connection line.
+    let mut extra = std::mem::take(&mut c.extra);
+    extra.clear();
+    if !client_keep {
+        extra.extend_from_slice(b"Connection: close\r\n");
+    } else if head.version == Version::Http10 {
+        extra.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    let mut g = Gather::new(ubuf, extra, std::mem::take(&mut c.iov));
+    g.push_data(0, rh.status_line.end as usize + 2);
+    for f in &c.resp_fields {
+        if !f.drop {
+            g.push_data(f.line.start as usize, f.line.end as usize);
+        }
+    }
+    let extra_len = g.extra.len();
+    g.push_extra(0, extra_len);
+    g.push_static(b"\r\n");
+    g.push_data(rh.head_len, rh.head_len + first_k);
+    let head_bytes = g.remaining() as u64;
+    let sent = monoio::time::timeout(w.cfg.timeouts.send(), write_gather(&mut c.stream, g)).await;
+    let mut ubuf = match sent {
+        Ok((Ok(()), g)) => {
+            c.rec.status = rh.status;
+            c.rec.tx += head_bytes;
+            let (ubuf, extra, iov) = g.into_parts();
+            c.extra = extra;
+            c.iov = iov;
+            ubuf
+        }
+        _ => return Outcome::Aborted,
+    };
+    if !done {
+        // The rest of the body moves through a large buffer: fewer reads and writes per byte.
+        w.bufs
+            .give(std::mem::replace(&mut ubuf, w.body_bufs.take()));
+    }
+
+    let read_timeout = be
+        .settings
+        .read_timeout
+        .unwrap_or(w.cfg.timeouts.upstream_read());
+    while !done {
+        ubuf.clear();
+        let cap = ubuf.capacity();
+        let want = match rh.framing {
+            BodyFraming::Length(_) => remaining.min(cap as u64) as usize,
+            _ => cap,
+        };
+        let (res, back) =
+            match monoio::time::timeout(read_timeout, up.read(ubuf.slice_mut(0..want))).await {
+                Ok(r) => r,
+                Err(_) => {
+                    w.stats.upstream_failed(&ProxyError::UpstreamTimeout);
+                    return Outcome::Aborted;
+                }
+            };
+        ubuf = back.into_inner();
+        let n = match res {
+            Ok(0) if rh.framing == BodyFraming::UntilClose => break,
+            Ok(0) | Err(_) => {
+                w.upstreams.mark_failed(server.addr);
+                return Outcome::Aborted;
+            }
+            Ok(n) => n,
+        };
+        let k = match rh.framing {
+            BodyFraming::Length(_) => {
+                let k = (n as u64).min(remaining);
+                remaining -= k;
+                done = remaining == 0;
+                k as usize
+            }
+            BodyFraming::Chunked => match decoder.advance(&ubuf[..n]) {
+                Ok(p) => {
+                    done = p.done;
+                    p.consumed
+                }
+                Err(_) => return Outcome::Aborted,
+            },
+            _ => n,
+        };
+        surplus = done && k < n;
+        let write = c.stream.write_all(ubuf.slice(0..k));
+        match monoio::time::timeout(w.cfg.timeouts.send(), write).await {
+            Ok((Ok(_), back)) => ubuf = back.into_inner(),
+            _ => return Outcome::Aborted,
+        }
+        c.rec.tx += k as u64;
+    }
+    w.give_buf(ubuf);
+    if rh.keep_alive && !surplus && rh.framing != BodyFraming::UntilClose {
+        w.upstreams
+            .put(server.addr, up, be.settings.max_idle_per_host);
+    }
+    c.consume(d.consume_end);
+    Outcome::Done(if client_keep {
+        Next::KeepAlive
+    } else {
+        Next::Close
+    })
+}
+
+/// Switch to a byte tunnel after the upstream's 101: pass the 101 head and anything after it to
+/// the client, and any bytes the client sent after its request to the upstream.
+async fn start_tunnel(
+    c: &mut Conn,
+    mut up: TcpStream,
+    ubuf: Vec<u8>,
+    consume_end: usize,
+) -> Outcome {
+    let sent = ubuf.len() as u64;
+    let (r, _) = c.stream.write_all(ubuf).await;
+    if r.is_err() {
+        return Outcome::Aborted;
+    }
+    c.rec.status = 101;
+    c.rec.tx += sent;
+    let early: Vec<u8> = c.rbuf[consume_end.min(c.rbuf.len())..].to_vec();
+    if !early.is_empty() {
+        let (r, _) = up.write_all(early).await;
+        if r.is_err() {
+            return Outcome::Aborted;
+        }
+    }
+    c.rbuf.clear();
+    Outcome::Done(Next::Tunnel(up))
+}
