@@ -1,0 +1,308 @@
+//! Reading a profile: TOML into the typed structs, relative paths resolved, and every value
+//! checked, with errors naming the file, the key and the reason.
+
+use std::path::Path;
+
+use super::*;
+
+impl Profile {
+    /// Read and validate a profile. Relative paths inside it are resolved against its directory.
+    pub fn load(path: &Path) -> Result<Profile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let mut profile = Profile::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(f) = profile.routes.file.as_mut() {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        let etcd = &mut profile.etcd;
+        for f in [
+            profile.node.handover_socket.as_mut(),
+            profile.routes.snapshot.as_mut(),
+            etcd.ca_file.as_mut(),
+            etcd.cert_file.as_mut(),
+            etcd.key_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        if let AccessLogTarget::File(f) = &mut profile.log.access_log {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        Ok(profile)
+    }
+
+    /// Parse and validate profile text; `file` is only used in error messages.
+    pub fn parse(text: &str, file: &Path) -> Result<Profile, ConfigError> {
+        let profile: Profile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        profile.validate(file)?;
+        Ok(profile)
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            reason,
+        };
+        if self.listeners.is_empty() {
+            return Err(invalid(
+                "listener",
+                "at least one [[listener]] is required".into(),
+            ));
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.name.is_empty() {
+                return Err(invalid(
+                    &format!("listener[{i}].name"),
+                    "must not be empty".into(),
+                ));
+            }
+            if self.listeners[..i].iter().any(|o| o.name == l.name) {
+                return Err(invalid(
+                    &format!("listener[{i}].name"),
+                    format!("duplicate listener name {:?}", l.name),
+                ));
+            }
+            if self.listeners[..i].iter().any(|o| o.addr == l.addr) {
+                return Err(invalid(
+                    &format!("listener[{i}].addr"),
+                    format!("{} is already used by another listener", l.addr),
+                ));
+            }
+            if l.backlog < 1 {
+                return Err(invalid(
+                    &format!("listener[{i}].backlog"),
+                    "must be at least 1".into(),
+                ));
+            }
+            self.validate_listener(i, l, file)?;
+        }
+        if self.node.handover_linger_ms == 0 {
+            return Err(invalid(
+                "node.handover_linger_ms",
+                "must be at least 1".into(),
+            ));
+        }
+        match self.routes.source {
+            RouteSourceKind::File if self.routes.file.is_none() => {
+                return Err(invalid(
+                    "routes.file",
+                    "required when routes.source = \"file\"".into(),
+                ))
+            }
+            RouteSourceKind::Etcd if self.etcd.endpoints.is_empty() => {
+                return Err(invalid(
+                    "etcd.endpoints",
+                    "at least one endpoint is required".into(),
+                ))
+            }
+            _ => {}
+        }
+        if !self.etcd.prefix.starts_with('/') {
+            return Err(invalid("etcd.prefix", "must start with '/'".into()));
+        }
+        let etcd = &self.etcd;
+        for (i, e) in etcd.endpoints.iter().enumerate() {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(invalid(
+                    &format!("etcd.endpoints[{i}]"),
+                    format!("must be an http:// or https:// URL, got {e:?}"),
+                ));
+            }
+        }
+        if etcd.username.is_some() != etcd.password.is_some() {
+            return Err(invalid(
+                "etcd.password",
+                "etcd.username and etcd.password go together".into(),
+            ));
+        }
+        if etcd.cert_file.is_some() != etcd.key_file.is_some() {
+            return Err(invalid(
+                "etcd.key_file",
+                "etcd.cert_file and etcd.key_file go together".into(),
+            ));
+        }
+        if etcd.dial_timeout_ms == 0 {
+            return Err(invalid("etcd.dial_timeout_ms", "must be at least 1".into()));
+        }
+        if self.routes.file_poll_ms == 0 {
+            return Err(invalid("routes.file_poll_ms", "must be at least 1".into()));
+        }
+        if !(2..=32768).contains(&self.node.ring_entries)
+            || !self.node.ring_entries.is_power_of_two()
+        {
+            return Err(invalid(
+                "node.ring_entries",
+                "must be a power of two between 2 and 32768".into(),
+            ));
+        }
+        let lim = &self.limits;
+        if lim.max_head_bytes < 1024 {
+            return Err(invalid(
+                "limits.max_head_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        if lim.max_target_bytes < 64 {
+            return Err(invalid(
+                "limits.max_target_bytes",
+                "must be at least 64".into(),
+            ));
+        }
+        if lim.max_headers == 0 {
+            return Err(invalid("limits.max_headers", "must be at least 1".into()));
+        }
+        if lim.buffer_bytes < 1024 {
+            return Err(invalid(
+                "limits.buffer_bytes",
+                "must be at least 1024".into(),
+            ));
+        }
+        if lim.body_buffer_bytes < lim.buffer_bytes || lim.body_buffer_bytes > 16 << 20 {
+            return Err(invalid(
+                "limits.body_buffer_bytes",
+                "must be at least limits.buffer_bytes and at most 16 MiB".into(),
+            ));
+        }
+        let t = &self.timeouts;
+        for (key, v) in [
+            ("timeouts.header_ms", t.header_ms),
+            ("timeouts.keepalive_ms", t.keepalive_ms),
+            ("timeouts.idle_hot_ms", t.idle_hot_ms),
+            ("timeouts.body_ms", t.body_ms),
+            ("timeouts.connect_ms", t.connect_ms),
+            ("timeouts.upstream_read_ms", t.upstream_read_ms),
+            ("timeouts.send_ms", t.send_ms),
+            ("timeouts.tunnel_idle_ms", t.tunnel_idle_ms),
+            ("upstream.idle_timeout_ms", self.upstream.idle_timeout_ms),
+            ("upstream.fail_timeout_ms", self.upstream.fail_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if !matches!(self.throttle.reject_status, 429 | 503) {
+            return Err(invalid(
+                "throttle.reject_status",
+                format!("must be 429 or 503, got {}", self.throttle.reject_status),
+            ));
+        }
+        if self.throttle.idle_key_secs == 0 {
+            return Err(invalid(
+                "throttle.idle_key_secs",
+                "must be at least 1".into(),
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.throttle.max_keys) {
+            return Err(invalid(
+                "throttle.max_keys",
+                "must be between 1 and 10000000".into(),
+            ));
+        }
+        if self.upstream.max_fails == 0 {
+            return Err(invalid("upstream.max_fails", "must be at least 1".into()));
+        }
+        match self.log.level.as_str() {
+            "error" | "warn" | "info" | "debug" | "trace" => {}
+            other => {
+                return Err(invalid(
+                    "log.level",
+                    format!("must be error, warn, info, debug or trace, got {other:?}"),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_listener(
+        &self,
+        i: usize,
+        l: &ListenerConfig,
+        file: &Path,
+    ) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key,
+            reason,
+        };
+        match l.role {
+            ListenerRole::Mesh if !l.expose.is_empty() => {
+                return Err(invalid(
+                    format!("listener[{i}].expose"),
+                    "expose rules need role = \"edge\"; a mesh listener serves every route".into(),
+                ))
+            }
+            ListenerRole::Mesh if !l.trusted_proxies.is_empty() => {
+                return Err(invalid(
+                    format!("listener[{i}].trusted_proxies"),
+                    "only for role = \"edge\"; a mesh listener trusts every peer".into(),
+                ))
+            }
+            ListenerRole::Edge if l.expose.is_empty() => {
+                return Err(invalid(
+                    format!("listener[{i}].expose"),
+                    "an edge listener needs at least one [[listener.expose]] rule".into(),
+                ))
+            }
+            _ => {}
+        }
+        if let Err(e) = crate::edge::EdgePolicy::compile(&l.name, &l.expose) {
+            return Err(invalid(
+                format!("listener[{i}].expose[{}].{}", e.index, e.key),
+                e.reason,
+            ));
+        }
+        for (j, t) in l.trusted_proxies.iter().enumerate() {
+            if let Err(reason) = crate::edge::Cidr::parse(t) {
+                return Err(invalid(
+                    format!("listener[{i}].trusted_proxies[{j}]"),
+                    reason,
+                ));
+            }
+        }
+        let lim = &l.limits;
+        for (key, v, min) in [
+            ("max_head_bytes", lim.max_head_bytes, 1024),
+            ("max_target_bytes", lim.max_target_bytes, 64),
+            ("max_headers", lim.max_headers, 1),
+        ] {
+            if v.is_some_and(|v| v < min) {
+                return Err(invalid(
+                    format!("listener[{i}].limits.{key}"),
+                    format!("must be at least {min}"),
+                ));
+            }
+        }
+        if lim.header_ms == Some(0) {
+            return Err(invalid(
+                format!("listener[{i}].limits.header_ms"),
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Head limits for the codec.
+    pub fn head_limits(&self) -> crate::http::HeadLimits {
+        crate::http::HeadLimits {
+            max_head_bytes: self.limits.max_head_bytes,
+            // A target can never be longer than the head that carries it.
+            max_target_bytes: self.limits.max_target_bytes.min(self.limits.max_head_bytes),
+            max_headers: self.limits.max_headers,
+        }
+    }
+}
