@@ -208,7 +208,8 @@ impl Default for EtcdConfig {
 pub struct LimitsConfig {
     /// Largest request head in bytes; beyond it 431. Default 32768.
     pub max_head_bytes: usize,
-    /// Longest request target in bytes; beyond it 414. Default 16384.
+    /// Longest request target in bytes; beyond it 414 (never more than `max_head_bytes`).
+    /// Default 16384.
     pub max_target_bytes: usize,
     /// Most header fields; beyond it 431. Default 100.
     pub max_headers: usize,
@@ -245,7 +246,7 @@ pub struct TimeoutsConfig {
     pub keepalive_ms: u64,
     /// Longest pause between two reads of a request body (408). Default 30000.
     pub body_ms: u64,
-    /// Upstream connect deadline (502). Default 3000.
+    /// Upstream connect deadline (504, as nginx). Default 3000.
     pub connect_ms: u64,
     /// Longest wait for the upstream's response head, or between two body reads (504).
     /// Default 30000.
@@ -454,10 +455,10 @@ impl Profile {
                 "must be at least 1024".into(),
             ));
         }
-        if lim.max_target_bytes < 64 || lim.max_target_bytes > lim.max_head_bytes {
+        if lim.max_target_bytes < 64 {
             return Err(invalid(
                 "limits.max_target_bytes",
-                "must be at least 64 and at most limits.max_head_bytes".into(),
+                "must be at least 64".into(),
             ));
         }
         if lim.max_headers == 0 {
@@ -504,7 +505,8 @@ impl Profile {
     pub fn head_limits(&self) -> crate::http::HeadLimits {
         crate::http::HeadLimits {
             max_head_bytes: self.limits.max_head_bytes,
-            max_target_bytes: self.limits.max_target_bytes,
+            // A target can never be longer than the head that carries it.
+            max_target_bytes: self.limits.max_target_bytes.min(self.limits.max_head_bytes),
             max_headers: self.limits.max_headers,
         }
     }

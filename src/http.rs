@@ -7,6 +7,8 @@ pub mod fields;
 mod head;
 pub mod request;
 pub mod response;
+#[cfg(test)]
+mod test_rng;
 
 pub use chunked::{ChunkProgress, ChunkedDecoder};
 pub use error::HttpError;
@@ -54,8 +56,9 @@ pub struct HeaderField {
     pub value: Span,
     /// The whole line including its CRLF, as forwarded when the field is kept.
     pub line: Span,
-    /// True when the proxy must not forward this line as-is: hop-by-hop fields, fields named in
-    /// `Connection`, and fields the proxy rewrites itself (`X-Forwarded-*`, `X-Request-Id`).
+    /// True when the proxy must not forward this line: hop-by-hop fields and fields named in
+    /// `Connection`. Fields the proxy rewrites (`X-Forwarded-*`, `X-Request-Id`) are left to
+    /// the data plane, which knows them by `kind`.
     pub drop: bool,
     /// Which well-known field this is, so the data plane never compares names again.
     pub kind: FieldKind,
@@ -109,7 +112,7 @@ pub struct HeadLimits {
     pub max_head_bytes: usize,
     /// Longest request target, in bytes (414 beyond it).
     pub max_target_bytes: usize,
-    /// Most header fields (431 beyond it).
+    /// Most header fields (431 beyond it). The parsers honour at most 256.
     pub max_headers: usize,
 }
 

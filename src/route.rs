@@ -1,10 +1,17 @@
 //! Routes: vulcand's key/value model, route expressions, and the compiled immutable
 //! [`RouteTable`] the data plane looks requests up in. Pure code, no I/O.
 
+mod documents;
+pub mod duration;
 pub mod expr;
 pub mod model;
+mod render;
 pub mod table;
+pub mod template;
+mod trie;
 
+pub use documents::upstream_url;
+pub use expr::{Expr, ExprError, Matcher};
 pub use model::{Backend, BackendSettings, Frontend, FrontendSettings, MiddlewareSpec, Server};
 pub use table::{compile, CompileOptions, Compiled, Conflict, Report, RouteTable, Skipped};
 

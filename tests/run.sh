@@ -14,5 +14,4 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-cargo build --release --bin ringway
-cargo test --release
+cargo test

@@ -80,7 +80,7 @@ impl ProxyError {
             Connect(_) | Stale | UpstreamIo(_) | UpstreamClosed => {
                 (502, "upstream connection failed")
             }
-            ConnectTimeout => (502, "upstream connect timed out"),
+            ConnectTimeout => (504, "upstream connect timed out"),
             BadResponse(_) => (502, "invalid response from upstream"),
             UpstreamTimeout => (504, "upstream timed out"),
             ClientGone => return None,

@@ -136,11 +136,14 @@ pub async fn proxy(
     let mut tried = Tried::default();
     let mut attempts_left = 1 + w.cfg.upstream.max_retries;
     let mut fresh_only = false;
+    let mut last_err = None;
     loop {
         let mut buf = [SocketAddr::from(([0, 0, 0, 0], 0)); 8];
         let n = tried.fill(&mut buf);
         let Some(server) = w.upstreams.pick(be, &buf[..n]) else {
-            return finish_failed(c, w, head, body, ProxyError::NoServer).await;
+            // Every server was tried: the client hears why the last attempt failed.
+            let err = last_err.unwrap_or(ProxyError::NoServer);
+            return finish_failed(c, w, head, body, err).await;
         };
         attempts_left -= 1;
         match attempt(c, w, head, fe, be, server, body, fresh_only).await {
@@ -162,6 +165,7 @@ pub async fn proxy(
                     if !stale {
                         tried.push(server.addr);
                     }
+                    last_err = Some(err);
                     continue;
                 }
                 return finish_failed(c, w, head, body, err).await;
@@ -308,6 +312,9 @@ fn build_upstream_head(
     let mut has_request_id = false;
     let mut xff_started = false;
 
+    // An absolute-form target's authority overrides the Host field (RFC 9112 §3.2.2).
+    let absolute_form = head.path_and_query != head.target;
+    let host_replaced = !pass_host || absolute_form;
     if !pass_host {
         extra.extend_from_slice(b"Host: ");
         match &fe.settings.hostname {
@@ -315,8 +322,12 @@ fn build_upstream_head(
             None => extra.extend_from_slice(server.authority.as_bytes()),
         }
         extra.extend_from_slice(b"\r\n");
+    } else if absolute_form {
+        extra.extend_from_slice(b"Host: ");
+        extra.extend_from_slice(head.host.of(rbuf));
+        extra.extend_from_slice(b"\r\n");
     }
-    for f in &c.fields {
+    for f in c.fields.iter().filter(|f| !f.drop) {
         match f.kind {
             FieldKind::XForwardedFor => {
                 extra.extend_from_slice(if xff_started {
@@ -386,9 +397,11 @@ fn build_upstream_head(
         });
     }
     for f in &c.fields {
+        // A mesh hop keeps the previous hop's X-Forwarded-Proto/Host and X-Request-Id (unless
+        // `Connection` named them) and rebuilds X-Forwarded-For with the peer appended.
         let skip = f.drop
             || matches!(f.kind, FieldKind::Expect | FieldKind::XForwardedFor)
-            || (f.kind == FieldKind::Host && !pass_host);
+            || (f.kind == FieldKind::Host && host_replaced);
         if !skip {
             g.push_data(f.line.start as usize, f.line.end as usize);
         }
@@ -527,10 +540,13 @@ async fn read_response_head(
             };
         *ubuf = back.into_inner();
         match res {
+            // The request went out whole on a pooled connection and nothing came back: the
+            // server may have processed it, so only an idempotent request is tried again.
             Ok(0) | Err(_) if !got_any && reused => {
+                let retry = replayable && idempotent;
                 return Err(Outcome::Failed {
                     err: ProxyError::Stale,
-                    retry: replayable,
+                    retry,
                 });
             }
             Ok(0) => {

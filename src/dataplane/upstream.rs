@@ -19,6 +19,24 @@ pub struct UpstreamSettings {
     pub fail_timeout: Duration,
 }
 
+/// An idle connection is reusable only while the server has sent nothing on it: not EOF (it
+/// closed its side) and no bytes (an unsolicited response must never be taken for the answer to
+/// the next request). One non-blocking peek per reuse.
+fn is_quiet(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: recv into a valid one-byte buffer on a descriptor this stream owns.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+}
+
 struct Idle {
     stream: TcpStream,
     since: Instant,
@@ -54,7 +72,7 @@ impl Upstreams {
         let list = idle.get_mut(&addr)?;
         let ttl = max_idle_age.unwrap_or(self.settings.idle_timeout);
         while let Some(c) = list.pop() {
-            if c.since.elapsed() < ttl {
+            if c.since.elapsed() < ttl && is_quiet(&c.stream) {
                 return Some(c.stream);
             }
         }

@@ -5,31 +5,19 @@ use super::{FieldKind, HeaderField, HttpError};
 
 /// `tchar` of RFC 9110 §5.6.2.
 static TOKEN: [bool; 256] = {
-    let mut t = [false; 256];
+    let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
+        table[b] = (b as u8).is_ascii_alphanumeric();
         b += 1;
     }
-    t
+    let punctuation = b"!#$%&'*+-.^_`|~";
+    let mut i = 0;
+    while i < punctuation.len() {
+        table[punctuation[i] as usize] = true;
+        i += 1;
+    }
+    table
 };
 
 /// Whether `b` may appear in a token (field names, methods, codings, chunk extensions).
@@ -320,6 +308,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tokens_are_exactly_tchar() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_token_byte(b), tchar, "{b:#04x}");
+        }
+    }
+
+    #[test]
     fn content_length_is_digits_only() {
         let cases: &[(&[u8], Option<u64>)] = &[
             (b"0", Some(0)),
@@ -402,7 +398,8 @@ mod tests {
 
     #[test]
     fn transfer_codings_need_a_single_final_chunked() {
-        let cases: &[(&[&[u8]], Result<(), HttpError>)] = &[
+        type Case = (&'static [&'static [u8]], Result<(), HttpError>);
+        let cases: &[Case] = &[
             (&[b"chunked"], Ok(())),
             (&[b"Chunked"], Ok(())),
             (&[b"gzip, chunked"], Err(HttpError::UnsupportedCoding)),

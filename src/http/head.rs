@@ -73,6 +73,8 @@ pub(crate) fn httparse_error(err: httparse::Error, version: &[u8]) -> HttpError 
     match err {
         httparse::Error::TooManyHeaders => HttpError::HeadTooLarge("too many header fields"),
         httparse::Error::Version => match version {
+            // 1.0 and 1.1 are supported: httparse refusing one means the line around it is bad.
+            b"HTTP/1.0" | b"HTTP/1.1" => HttpError::Malformed("malformed start line"),
             [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
                 if major.is_ascii_digit() && minor.is_ascii_digit() =>
             {
@@ -109,8 +111,8 @@ pub(crate) struct FieldFacts {
     pub expect_continue: bool,
 }
 
-/// Turns httparse's fields (parsed from `buf[..head_len]`) into offsets in `fields`, applying
-/// the checks httparse leaves out.
+/// Turns httparse's fields (parsed from `buf[..head_len]`) into offsets appended to `fields`
+/// (which the caller cleared), applying the checks httparse leaves out.
 pub(crate) fn collect_fields(
     buf: &[u8],
     head_len: usize,
@@ -118,7 +120,6 @@ pub(crate) fn collect_fields(
     role: Role,
     fields: &mut Vec<HeaderField>,
 ) -> Result<FieldFacts, HttpError> {
-    fields.clear();
     let base = buf.as_ptr() as usize;
     let mut facts = FieldFacts::default();
     let switching = role == Role::Response { status: 101 };
@@ -174,8 +175,9 @@ pub(crate) fn collect_fields(
             FieldKind::XForwardedFor
             | FieldKind::XForwardedProto
             | FieldKind::XForwardedHost
-            | FieldKind::XRequestId => drop = role == Role::Request,
-            FieldKind::Trailer | FieldKind::Other => {}
+            | FieldKind::XRequestId
+            | FieldKind::Trailer
+            | FieldKind::Other => {}
         }
         fields.push(HeaderField {
             name: Span::new(name_start, name_start + name.len()),
@@ -197,5 +199,39 @@ fn ascii_only(value: &[u8], why: &'static str) -> Result<(), HttpError> {
         Ok(())
     } else {
         Err(HttpError::Malformed(why))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::http::{parse_request, HeadLimits};
+
+    fn status_of(raw: &[u8]) -> Option<u16> {
+        let mut fields = Vec::new();
+        match parse_request(raw, 0, &HeadLimits::default(), &mut fields) {
+            Ok(_) => None,
+            Err(e) => Some(e.request_status()),
+        }
+    }
+
+    #[test]
+    fn only_a_well_formed_unknown_version_is_505() {
+        let cases: &[(&[u8], u16)] = &[
+            (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
+            (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+            (b"GET / http/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET /a b HTTP/2.0\r\nHost: a\r\n\r\n", 400),
+            (b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n", 400),
+            (b"GET /\r\nHost: a\r\n\r\n", 400),
+        ];
+        for &(raw, want) in cases {
+            assert_eq!(
+                status_of(raw),
+                Some(want),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
     }
 }

@@ -95,6 +95,7 @@ pub fn parse_request(
     limits: &HeadLimits,
     fields: &mut Vec<HeaderField>,
 ) -> Result<Parsed<RequestHead>, HttpError> {
+    fields.clear();
     let head_len = match scan_head(buf, scanned, limits.max_head_bytes)? {
         Scan::Complete(len) => len,
         Scan::Partial(scanned) => {
@@ -201,12 +202,15 @@ fn check_request_line_length(buf: &[u8], limits: &HeadLimits) -> Result<(), Http
     Ok(())
 }
 
-/// The last space-separated word of the request line, for telling 505 from 400.
+/// What follows the target in the request line (everything after its second SP), for telling
+/// 505 from 400. Not the last word: in `GET /a b HTTP/1.1` httparse stops at `b`, and the
+/// line is malformed, not of an unsupported version.
 fn request_version_token(head: &[u8]) -> &[u8] {
     let line = &head[..memchr::memchr(b'\r', head).unwrap_or(head.len())];
-    match memchr::memrchr(b' ', line) {
-        Some(sp) => &line[sp + 1..],
-        None => line,
+    let mut spaces = memchr::memchr_iter(b' ', line);
+    match (spaces.next(), spaces.next()) {
+        (Some(_), Some(sp)) => &line[sp + 1..],
+        _ => b"",
     }
 }
 

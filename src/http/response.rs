@@ -41,6 +41,7 @@ pub fn parse_response(
     limits: &HeadLimits,
     fields: &mut Vec<HeaderField>,
 ) -> Result<Parsed<ResponseHead>, HttpError> {
+    fields.clear();
     let head_len = match scan_head(buf, scanned, limits.max_head_bytes)? {
         Scan::Complete(len) => len,
         Scan::Partial(scanned) => return Ok(Parsed::Partial { scanned }),

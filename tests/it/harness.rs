@@ -55,11 +55,53 @@ impl Drop for TempDir {
 }
 
 /// A loopback port nobody listens on right now.
+#[allow(dead_code)]
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind an ephemeral port")
         .port()
+}
+
+/// A loopback port reserved by a bound, non-listening socket with SO_REUSEPORT only. The
+/// kernel hands it to no other bind (tests run in parallel, and two ringways sharing a port
+/// through SO_REUSEPORT would split each other's connections), ringway can still bind it (it
+/// sets SO_REUSEPORT too), and a connection to it is refused while nobody listens.
+pub struct PortHold {
+    pub port: u16,
+    _socket: socket2::Socket,
+}
+
+impl PortHold {
+    pub fn new() -> PortHold {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket.set_reuse_port(true).expect("SO_REUSEPORT");
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind an ephemeral port");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("bound address")
+            .port();
+        PortHold {
+            port,
+            _socket: socket,
+        }
+    }
+
+    #[allow(dead_code)]
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Give the port up (e.g. to bind a plain listener on it).
+    #[allow(dead_code)]
+    pub fn release(self) -> u16 {
+        self.port
+    }
 }
 
 /// Routes-file JSON: `backends` as (id, servers), `frontends` as (id, backend id, route).
@@ -110,7 +152,9 @@ impl Ringway {
     pub fn start_with_workers(routes: &str, extra_profile: &str, workers: usize) -> Ringway {
         let dir = TempDir::new("node");
         dir.write("routes.json", routes);
-        let port = free_port();
+        // Held until ringway listens, so no parallel test is handed the same port.
+        let hold = PortHold::new();
+        let port = hold.port;
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let (node, rest) = split_node_section(extra_profile);
         let profile = format!(
@@ -139,6 +183,7 @@ impl Ringway {
             log,
         };
         r.wait_ready();
+        drop(hold);
         r
     }
 
@@ -396,6 +441,30 @@ impl Client {
         while self.fill() > 0 {}
         resp.body = std::mem::take(&mut self.buf);
         Some(resp)
+    }
+
+    /// Exactly `n` raw bytes (bytes already buffered first); None if the stream ended first.
+    #[allow(dead_code)]
+    pub fn read_bytes(&mut self, n: usize) -> Option<Vec<u8>> {
+        while self.buf.len() < n {
+            if self.fill() == 0 {
+                return None;
+            }
+        }
+        Some(self.buf.drain(..n).collect())
+    }
+
+    /// Raw bytes up to and including the first `needle`; None if the stream ended first.
+    #[allow(dead_code)]
+    pub fn read_until(&mut self, needle: &[u8]) -> Option<Vec<u8>> {
+        loop {
+            if let Some(i) = find(&self.buf, needle) {
+                return Some(self.buf.drain(..i + needle.len()).collect());
+            }
+            if self.fill() == 0 {
+                return None;
+            }
+        }
     }
 
     /// True when the server closed the connection (read returns EOF) within `limit`.

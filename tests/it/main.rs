@@ -2,5 +2,12 @@
 
 mod cli;
 mod harness;
+mod hostile;
+mod hostile_upstream;
+mod lifecycle;
+mod limits;
+mod memory;
 mod origin;
+mod proxy;
 mod smoke;
+mod upstream;

@@ -90,6 +90,20 @@ impl Origin {
     /// An origin answering every request through `handler`.
     pub fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        Origin::serve_on(listener, handler)
+    }
+
+    /// An origin on a given loopback port (e.g. one a backend already lists as dead).
+    #[allow(dead_code)]
+    pub fn start_on(port: u16, handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Origin {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind origin port");
+        Origin::serve_on(listener, handler)
+    }
+
+    fn serve_on(
+        listener: TcpListener,
+        handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> Origin {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let raw = Arc::new(Mutex::new(Vec::new()));
@@ -290,4 +304,123 @@ fn read_request(
     seen.raw = buf[..end].to_vec();
     buf.drain(..end);
     Some(seen)
+}
+
+/// Origins for bulk transfers: they never hold a body in memory.
+impl Origin {
+    /// Reads Content-Length request bodies and discards them; answers `200` with the number of
+    /// body bytes received. Heads are recorded in `seen()` (with an empty body).
+    #[allow(dead_code)]
+    pub fn counting() -> Origin {
+        Origin::bulk(|stream, seen, _| {
+            let body_len = seen
+                .header("content-length")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            let mut left = body_len;
+            let mut chunk = vec![0u8; 65536];
+            while left > 0 {
+                let want = (chunk.len() as u64).min(left) as usize;
+                match stream.read(&mut chunk[..want]) {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => left -= n as u64,
+                }
+            }
+            let body = body_len.to_string();
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            stream.write_all(head.as_bytes()).is_ok() && stream.write_all(body.as_bytes()).is_ok()
+        })
+    }
+
+    /// Answers every (bodiless) request with `200` and a generated body of `len` bytes.
+    #[allow(dead_code)]
+    pub fn streaming(len: u64) -> Origin {
+        Origin::bulk(move |stream, _, _| {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+            if stream.write_all(head.as_bytes()).is_err() {
+                return false;
+            }
+            let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+            let mut left = len;
+            while left > 0 {
+                let n = (chunk.len() as u64).min(left) as usize;
+                if stream.write_all(&chunk[..n]).is_err() {
+                    return false;
+                }
+                left -= n as u64;
+            }
+            true
+        })
+    }
+
+    /// Accept loop whose connections read request heads and let `answer` handle the body and
+    /// the response; `answer` returns false to close the connection.
+    fn bulk(
+        answer: impl Fn(&mut TcpStream, &Seen, usize) -> bool + Send + Sync + 'static,
+    ) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(AtomicUsize::new(0));
+        let answer = Arc::new(answer);
+        let (s, c) = (seen.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let id = c.fetch_add(1, Ordering::SeqCst);
+                let (s, answer) = (s.clone(), answer.clone());
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                    loop {
+                        let Some(head) = read_head_only(&mut stream, id) else {
+                            return;
+                        };
+                        s.lock().unwrap().push(head.clone());
+                        if !answer(&mut stream, &head, id) {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Origin {
+            addr,
+            seen,
+            raw,
+            conns,
+        }
+    }
+}
+
+/// Read one request head byte by byte (so no body byte is consumed) and parse it.
+fn read_head_only(stream: &mut TcpStream, conn: usize) -> Option<Seen> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 256];
+    let mut req = httparse::Request::new(&mut headers);
+    req.parse(&head).ok()?;
+    Some(Seen {
+        method: req.method.unwrap_or("").to_string(),
+        target: req.path.unwrap_or("").to_string(),
+        version: req.version.unwrap_or(1),
+        headers: req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
+        body: Vec::new(),
+        raw: head.clone(),
+        conn,
+    })
 }

@@ -1,0 +1,152 @@
+//! Views of a compiled table: human text for `ringway check`, JSON for the admin `/routes`
+//! endpoint. Both list frontends in precedence order.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+use super::{Report, RouteTable, Server};
+
+fn duration_ms(d: Option<std::time::Duration>) -> Value {
+    d.map_or(Value::Null, |d| json!(d.as_millis() as u64))
+}
+
+fn server_json(s: &Server) -> Value {
+    json!({
+        "id": &*s.id,
+        "url": s.url,
+        "addr": s.addr.to_string(),
+        "authority": s.authority,
+        "weight": s.weight,
+    })
+}
+
+impl RouteTable {
+    /// The table and its report as text: each frontend in precedence order with its route,
+    /// backend and servers, then conflicts, then skipped values.
+    pub fn render(&self, report: &Report) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "revision {}: {} frontends, {} backends",
+            self.revision(),
+            self.frontends().len(),
+            self.backends().len()
+        );
+        for (i, f) in self.frontends().iter().enumerate() {
+            let backend = self.backend(f.backend);
+            let _ = writeln!(out, "{:>4}. {}  {}", i + 1, f.id, f.route);
+            if self.priority(i) != 0 {
+                let _ = writeln!(out, "      priority {}", self.priority(i));
+            }
+            let _ = writeln!(
+                out,
+                "      backend {} ({} servers)",
+                backend.id,
+                backend.servers.len()
+            );
+            for s in &backend.servers {
+                let _ = writeln!(
+                    out,
+                    "        {} {} -> {} weight {}",
+                    s.id, s.url, s.addr, s.weight
+                );
+            }
+            for m in &f.middlewares {
+                let _ = writeln!(
+                    out,
+                    "      middleware {} ({}, priority {})",
+                    m.id, m.kind, m.priority
+                );
+            }
+        }
+        let used: std::collections::HashSet<usize> =
+            self.frontends().iter().map(|f| f.backend).collect();
+        for (i, b) in self.backends().iter().enumerate() {
+            if !used.contains(&i) {
+                let _ = writeln!(
+                    out,
+                    "backend {} ({} servers) has no frontend",
+                    b.id,
+                    b.servers.len()
+                );
+            }
+        }
+        if !report.conflicts.is_empty() {
+            let _ = writeln!(out, "conflicts:");
+            for c in &report.conflicts {
+                let _ = writeln!(out, "  {} {} {}", c.loser, c.reason, c.winner);
+            }
+        }
+        if !report.skipped.is_empty() {
+            let _ = writeln!(out, "skipped:");
+            for s in &report.skipped {
+                let _ = writeln!(out, "  {}: {}", s.key, s.reason);
+            }
+        }
+        out
+    }
+
+    /// The table and its report as JSON for the admin endpoint. `frontends` is in precedence
+    /// order (`precedence` is its 1-based position); durations are in milliseconds.
+    pub fn to_json(&self, report: &Report) -> Value {
+        let frontends: Vec<Value> = self
+            .frontends()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                json!({
+                    "id": &*f.id,
+                    "precedence": i + 1,
+                    "route": f.route,
+                    "normalized": self.expr(i).normalized(),
+                    "priority": self.priority(i),
+                    "backend": &*self.backend(f.backend).id,
+                    "settings": {
+                        "pass_host_header": f.settings.pass_host_header,
+                        "trust_forward_header": f.settings.trust_forward_header,
+                        "max_body_bytes": f.settings.max_body_bytes,
+                        "hostname": f.settings.hostname,
+                    },
+                    "middlewares": f.middlewares.iter().map(|m| json!({
+                        "id": &*m.id,
+                        "priority": m.priority,
+                        "type": m.kind,
+                        "config": m.config,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let backends: Vec<Value> = self
+            .backends()
+            .iter()
+            .map(|b| {
+                json!({
+                    "id": &*b.id,
+                    "settings": {
+                        "read_timeout_ms": duration_ms(b.settings.read_timeout),
+                        "dial_timeout_ms": duration_ms(b.settings.dial_timeout),
+                        "keepalive_period_ms": duration_ms(b.settings.keepalive_period),
+                        "max_idle_per_host": b.settings.max_idle_per_host,
+                    },
+                    "servers": b.servers.iter().map(server_json).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        json!({
+            "revision": self.revision(),
+            "frontends": frontends,
+            "backends": backends,
+            "conflicts": report.conflicts.iter().map(|c| json!({
+                "winner": c.winner,
+                "loser": c.loser,
+                "reason": c.reason,
+            })).collect::<Vec<_>>(),
+            "skipped": report.skipped.iter().map(|s| json!({
+                "key": s.key,
+                "reason": s.reason,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}

@@ -1,0 +1,269 @@
+//! The upstream side: round-robin across a backend's servers, retries and passive failure
+//! marking, the statuses a client sees when no server can answer, timeouts, stale pooled
+//! connections, and the bound on pooled connections.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::harness::{catch_all, get, routes_json, Client, PortHold, Ringway};
+use crate::origin::{Origin, Reply};
+
+/// A loopback port with nothing listening (connecting is refused), reserved for the test.
+fn dead_server() -> PortHold {
+    PortHold::new()
+}
+
+/// A listener whose accept queue is full and never drained: connecting hangs until the
+/// connecting side gives up. The returned sockets must stay alive for the test.
+fn black_hole() -> (SocketAddr, Vec<TcpStream>, socket2::Socket) {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    s.listen(0).expect("listen");
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    while let Ok(c) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+        fillers.push(c);
+        assert!(fillers.len() < 16, "accept queue never filled up");
+    }
+    (addr, fillers, s)
+}
+
+#[test]
+fn requests_are_spread_round_robin_over_the_servers() {
+    let origins = [Origin::ok(), Origin::ok(), Origin::ok()];
+    let addrs: Vec<SocketAddr> = origins.iter().map(|o| o.addr).collect();
+    let rw = Ringway::start(&catch_all(&addrs), "");
+    let mut c = Client::connect(rw.addr);
+    for _ in 0..30 {
+        c.send(b"GET /rr HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(c.read_response(false).expect("response").status, 200);
+    }
+    let shares: Vec<usize> = origins.iter().map(|o| o.seen().len()).collect();
+    assert_eq!(shares, [10, 10, 10]);
+}
+
+#[test]
+fn a_refusing_server_is_retried_on_another_and_then_skipped() {
+    let live = Origin::ok();
+    let dead = dead_server();
+    let rw = Ringway::start(&catch_all(&[dead.addr(), live.addr]), "");
+    for _ in 0..6 {
+        let r = get(rw.addr, "/retry");
+        assert_eq!(r.status, 200, "{}", rw.log());
+    }
+    assert_eq!(live.seen().len(), 6);
+
+    // The refusing server is now marked down: even once it listens again, it gets nothing
+    // until fail_timeout (default 10 s) has passed.
+    let revived = Origin::start_on(dead.release(), |_| Reply::ok("revived"));
+    for _ in 0..6 {
+        assert_eq!(get(rw.addr, "/retry").text(), "ok");
+    }
+    assert_eq!(revived.seen().len(), 0, "a server marked down got traffic");
+    assert_eq!(live.seen().len(), 12);
+}
+
+#[test]
+fn a_server_marked_down_gets_traffic_again_after_fail_timeout() {
+    let live = Origin::ok();
+    let dead = dead_server();
+    let rw = Ringway::start(
+        &catch_all(&[dead.addr(), live.addr]),
+        "[upstream]\nfail_timeout_ms = 300\n",
+    );
+    assert_eq!(get(rw.addr, "/").status, 200);
+    let revived = Origin::start_on(dead.release(), |_| Reply::ok("revived"));
+    std::thread::sleep(Duration::from_millis(400));
+    for _ in 0..4 {
+        assert_eq!(get(rw.addr, "/").status, 200);
+    }
+    assert_eq!(
+        revived.seen().len(),
+        2,
+        "round-robin resumes after fail_timeout"
+    );
+}
+
+#[test]
+fn backend_without_servers_answers_503_naming_the_reason() {
+    let routes = routes_json(&[("empty", &[])], &[("f", "empty", "PathPrefix(`/`)")]);
+    let rw = Ringway::start(&routes, "");
+    let r = get(rw.addr, "/nobody");
+    assert_eq!(r.status, 503, "{}", rw.log());
+    assert!(r.text().contains("no live server"), "{}", r.text());
+}
+
+#[test]
+fn all_servers_refusing_answers_502() {
+    let (a, b) = (dead_server(), dead_server());
+    let rw = Ringway::start(&catch_all(&[a.addr(), b.addr()]), "");
+    let r = get(rw.addr, "/down");
+    assert_eq!(r.status, 502, "{}: {}", r.text(), rw.log());
+    assert!(r.text().contains("upstream"), "{}", r.text());
+}
+
+#[test]
+fn the_only_server_refusing_answers_502() {
+    let dead = dead_server();
+    let rw = Ringway::start(&catch_all(&[dead.addr()]), "");
+    let r = get(rw.addr, "/down");
+    assert_eq!(r.status, 502, "{}", r.text());
+}
+
+#[test]
+fn slow_origin_answers_504_after_upstream_read_ms() {
+    let slow = Origin::start(|_| Reply::After(Duration::from_secs(2), Box::new(Reply::ok("late"))));
+    let rw = Ringway::start(
+        &catch_all(&[slow.addr]),
+        "[timeouts]\nupstream_read_ms = 300\n",
+    );
+    let started = Instant::now();
+    let r = get(rw.addr, "/slow");
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("timed out"), "{}", r.text());
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+}
+
+#[test]
+fn unreachable_origin_answers_504_after_connect_ms() {
+    let (hole, _fillers, _listener) = black_hole();
+    let rw = Ringway::start(&catch_all(&[hole]), "[timeouts]\nconnect_ms = 300\n");
+    let started = Instant::now();
+    let r = get(rw.addr, "/hole");
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{} after {took:?}: {}", r.text(), rw.log());
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+}
+
+#[test]
+fn origin_closing_after_each_response_does_not_fail_keep_alive_clients() {
+    // The origin closes its side after every response without saying `Connection: close`,
+    // so each pooled connection is stale by the time the next request would use it.
+    let origin = Origin::start(|s| {
+        Reply::BytesThenClose(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
+                s.target.len(),
+                s.target
+            )
+            .into_bytes(),
+        )
+    });
+    let rw = Ringway::start(&catch_all(&[origin.addr]), "");
+    let mut c = Client::connect(rw.addr);
+    for i in 0..10 {
+        let path = format!("/n/{i}");
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let r = c.read_response(false).expect("response");
+        assert_eq!((r.status, r.text()), (200, path), "{}", rw.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        origin.seen().len(),
+        10,
+        "each request reached the origin once"
+    );
+}
+
+#[test]
+fn streamed_post_is_not_replayed_when_the_upstream_dies() {
+    let a = Origin::start(|_| Reply::Close);
+    let b = Origin::start(|_| Reply::Close);
+    let rw = Ringway::start(&catch_all(&[a.addr, b.addr]), "");
+    let body = vec![b'x'; 100_000];
+    let mut c = Client::connect(rw.addr);
+    c.send(b"POST /pay HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
+    c.send(&body[..10]);
+    std::thread::sleep(Duration::from_millis(50));
+    c.send(&body[10..]);
+    let r = c.read_response(false).expect("response");
+    assert_eq!(r.status, 502, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(a.seen().len() + b.seen().len(), 1, "POST was replayed");
+}
+
+#[test]
+fn post_on_a_pooled_connection_is_not_replayed_when_the_upstream_dies() {
+    // The origin takes the POST, then dies without answering. It did receive it, so sending
+    // it again (on a fresh connection, or to another server) could run it twice.
+    let origin = Origin::start(|s| {
+        if s.method == "POST" {
+            Reply::Close
+        } else {
+            Reply::ok("warm")
+        }
+    });
+    let rw = Ringway::start(&catch_all(&[origin.addr]), "");
+    let mut c = Client::connect(rw.addr);
+    c.send(b"GET /warm HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("warm-up").text(), "warm");
+    c.send(b"POST /charge HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\namount=10");
+    let r = c.read_response(false).expect("response");
+    assert_eq!(r.status, 502, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(100));
+    let posts = origin.seen().iter().filter(|s| s.method == "POST").count();
+    assert_eq!(posts, 1, "POST was replayed");
+}
+
+#[test]
+fn sequential_requests_use_at_most_one_upstream_connection_per_worker() {
+    let origin = Origin::ok();
+    let rw = Ringway::start_with_workers(&catch_all(&[origin.addr]), "", 2);
+    for _ in 0..40 {
+        assert_eq!(get(rw.addr, "/pool").status, 200);
+    }
+    assert_eq!(origin.seen().len(), 40);
+    assert!(
+        origin.connections() <= 2,
+        "{} upstream connections for 40 sequential requests",
+        origin.connections()
+    );
+}
+
+#[test]
+fn origin_stalling_mid_body_gets_the_client_connection_closed_after_upstream_read_ms() {
+    let origin = Origin::start(|_| {
+        Reply::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part of it".to_vec())
+    });
+    let rw = Ringway::start(
+        &catch_all(&[origin.addr]),
+        "[timeouts]\nupstream_read_ms = 300\n",
+    );
+    let mut c = Client::connect(rw.addr);
+    let started = Instant::now();
+    c.send(b"GET /stall HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(
+        c.read_response(false).is_none(),
+        "a truncated body was passed off as whole"
+    );
+    assert!(started.elapsed() < Duration::from_millis(1500));
+}
+
+#[test]
+fn a_backend_moved_to_another_server_is_not_served_from_the_old_pool() {
+    let old = Origin::start(|_| Reply::ok("old"));
+    let new = Origin::start(|_| Reply::ok("new"));
+    let rw = Ringway::start(&catch_all(&[old.addr]), "");
+    let mut c = Client::connect(rw.addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("response").text(), "old");
+    rw.set_routes(&catch_all(&[new.addr]));
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        if c.read_response(false).expect("response").text() == "new" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still served by the old server");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = old.seen().len();
+    for _ in 0..5 {
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(c.read_response(false).expect("response").text(), "new");
+    }
+    assert_eq!(old.seen().len(), before);
+}
