@@ -112,6 +112,13 @@ def cmd_record(args):
         except ValueError:
             pass
         rec[k] = v
+    # Sanity checks: the measured process must have served the load, and bodies must be whole.
+    if "failed" not in rec:
+        if rec.get("proxy_alive") == 0 or not after["pids"]:
+            rec["failed"] = "the proxy process exited before the end of the run"
+        elif rec["requests"] and rec["bytes"] / rec["requests"] < rec.get("min_body", 0):
+            rec["failed"] = (f"responses average {rec['bytes'] / rec['requests']:.0f} bytes, "
+                             f"expected at least {rec['min_body']:.0f}")
     with open(args.out, "a") as f:
         f.write(json.dumps(rec) + "\n")
     if "failed" in rec:
