@@ -44,6 +44,8 @@ pub struct Profile {
     #[serde(default)]
     pub upstream: UpstreamConfig,
     #[serde(default)]
+    pub throttle: ThrottleConfig,
+    #[serde(default)]
     pub admin: Option<AdminConfig>,
     #[serde(default)]
     pub log: LogConfig,
@@ -187,10 +189,25 @@ fn default_poll_ms() -> u64 {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EtcdConfig {
-    /// Default `["http://127.0.0.1:2379"]`.
+    /// Client URLs of the cluster; requests are balanced over them. Default
+    /// `["http://127.0.0.1:2379"]`. `https://` needs the `etcd-tls` build feature.
     pub endpoints: Vec<String>,
     /// Key prefix. Default `/vulcand`.
     pub prefix: String,
+    /// User for etcd authentication. Default none (no auth). Needs `password`.
+    pub username: Option<String>,
+    /// Password of `username`. Default none.
+    pub password: Option<String>,
+    /// CA bundle (PEM) that signs the etcd servers' certificates. Default none. Needs the
+    /// `etcd-tls` build feature; setting any TLS key turns TLS on.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS. Default none. Needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `cert_file`. Default none.
+    pub key_file: Option<PathBuf>,
+    /// Deadline for reaching etcd: the start-up probe, each reconnect, each full read, in
+    /// milliseconds. Default 2000.
+    pub dial_timeout_ms: u64,
 }
 
 impl Default for EtcdConfig {
@@ -198,7 +215,20 @@ impl Default for EtcdConfig {
         EtcdConfig {
             endpoints: vec!["http://127.0.0.1:2379".to_string()],
             prefix: "/vulcand".to_string(),
+            username: None,
+            password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            dial_timeout_ms: 2000,
         }
+    }
+}
+
+impl EtcdConfig {
+    /// Whether any TLS key is set.
+    pub fn wants_tls(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
     }
 }
 
@@ -244,6 +274,10 @@ pub struct TimeoutsConfig {
     pub header_ms: u64,
     /// How long an idle keep-alive client connection is kept. Default 60000.
     pub keepalive_ms: u64,
+    /// For this long after a response, an idle keep-alive connection keeps a read (and its
+    /// small buffer) pending for the next request; after it, it waits for readability alone
+    /// and holds no buffer. Default 1000.
+    pub idle_hot_ms: u64,
     /// Longest pause between two reads of a request body (408). Default 30000.
     pub body_ms: u64,
     /// Upstream connect deadline (504, as nginx). Default 3000.
@@ -263,6 +297,7 @@ impl Default for TimeoutsConfig {
         TimeoutsConfig {
             header_ms: 10_000,
             keepalive_ms: 60_000,
+            idle_hot_ms: 1_000,
             body_ms: 30_000,
             connect_ms: 3_000,
             upstream_read_ms: 30_000,
@@ -301,6 +336,33 @@ impl Default for UpstreamConfig {
     }
 }
 
+/// `[throttle]`: how `ratelimit` and `connlimit` middlewares refuse, and how many keys
+/// they remember.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// Status of a throttled request: 429 (default, as vulcand) or 503 (as nginx's
+    /// `limit_req_status` default).
+    pub reject_status: u16,
+    /// A key (client, host, header value) unused for this many seconds is forgotten; its
+    /// node-wide bucket is kept until it is full again, so forgetting never resets a limit.
+    /// Default 60.
+    pub idle_key_secs: u64,
+    /// Keys each worker tracks at most; beyond it one not used recently is evicted (its
+    /// state stays node-wide). Default 100000.
+    pub max_keys: usize,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            reject_status: 429,
+            idle_key_secs: 60,
+            max_keys: 100_000,
+        }
+    }
+}
+
 /// `[admin]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -331,6 +393,9 @@ impl TimeoutsConfig {
     }
     pub fn keepalive(&self) -> Duration {
         Duration::from_millis(self.keepalive_ms)
+    }
+    pub fn idle_hot(&self) -> Duration {
+        Duration::from_millis(self.idle_hot_ms)
     }
     pub fn body(&self) -> Duration {
         Duration::from_millis(self.body_ms)
@@ -363,7 +428,16 @@ impl Profile {
                 *f = base.join(&*f);
             }
         }
-        if let Some(f) = profile.routes.snapshot.as_mut() {
+        let etcd = &mut profile.etcd;
+        for f in [
+            profile.routes.snapshot.as_mut(),
+            etcd.ca_file.as_mut(),
+            etcd.cert_file.as_mut(),
+            etcd.key_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if f.is_relative() {
                 *f = base.join(&*f);
             }
@@ -437,6 +511,30 @@ impl Profile {
         if !self.etcd.prefix.starts_with('/') {
             return Err(invalid("etcd.prefix", "must start with '/'".into()));
         }
+        let etcd = &self.etcd;
+        for (i, e) in etcd.endpoints.iter().enumerate() {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(invalid(
+                    &format!("etcd.endpoints[{i}]"),
+                    format!("must be an http:// or https:// URL, got {e:?}"),
+                ));
+            }
+        }
+        if etcd.username.is_some() != etcd.password.is_some() {
+            return Err(invalid(
+                "etcd.password",
+                "etcd.username and etcd.password go together".into(),
+            ));
+        }
+        if etcd.cert_file.is_some() != etcd.key_file.is_some() {
+            return Err(invalid(
+                "etcd.key_file",
+                "etcd.cert_file and etcd.key_file go together".into(),
+            ));
+        }
+        if etcd.dial_timeout_ms == 0 {
+            return Err(invalid("etcd.dial_timeout_ms", "must be at least 1".into()));
+        }
         if self.routes.file_poll_ms == 0 {
             return Err(invalid("routes.file_poll_ms", "must be at least 1".into()));
         }
@@ -474,6 +572,7 @@ impl Profile {
         for (key, v) in [
             ("timeouts.header_ms", t.header_ms),
             ("timeouts.keepalive_ms", t.keepalive_ms),
+            ("timeouts.idle_hot_ms", t.idle_hot_ms),
             ("timeouts.body_ms", t.body_ms),
             ("timeouts.connect_ms", t.connect_ms),
             ("timeouts.upstream_read_ms", t.upstream_read_ms),
@@ -485,6 +584,24 @@ impl Profile {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
             }
+        }
+        if !matches!(self.throttle.reject_status, 429 | 503) {
+            return Err(invalid(
+                "throttle.reject_status",
+                format!("must be 429 or 503, got {}", self.throttle.reject_status),
+            ));
+        }
+        if self.throttle.idle_key_secs == 0 {
+            return Err(invalid(
+                "throttle.idle_key_secs",
+                "must be at least 1".into(),
+            ));
+        }
+        if !(1..=10_000_000).contains(&self.throttle.max_keys) {
+            return Err(invalid(
+                "throttle.max_keys",
+                "must be between 1 and 10000000".into(),
+            ));
         }
         if self.upstream.max_fails == 0 {
             return Err(invalid("upstream.max_fails", "must be at least 1".into()));
@@ -549,6 +666,9 @@ mod tests {
         assert_eq!(p.timeouts.connect_ms, 3000);
         assert_eq!(p.etcd.prefix, "/vulcand");
         assert!(p.admin.is_none());
+        assert_eq!(p.throttle.reject_status, 429);
+        assert_eq!(p.throttle.idle_key_secs, 60);
+        assert_eq!(p.throttle.max_keys, 100_000);
     }
 
     #[test]
@@ -567,6 +687,19 @@ mod tests {
             ("[timeouts]\nheader_ms = 0\n", "timeouts.header_ms"),
             ("[log]\nlevel = \"loud\"\n", "log.level"),
             ("[etcd]\nprefix = \"vulcand\"\n", "etcd.prefix"),
+            (
+                "[etcd]\nendpoints = [\"127.0.0.1:2379\"]\n",
+                "etcd.endpoints[0]",
+            ),
+            ("[etcd]\nusername = \"u\"\n", "etcd.password"),
+            ("[etcd]\ncert_file = \"c.pem\"\n", "etcd.key_file"),
+            ("[etcd]\ndial_timeout_ms = 0\n", "etcd.dial_timeout_ms"),
+            (
+                "[throttle]\nreject_status = 500\n",
+                "throttle.reject_status",
+            ),
+            ("[throttle]\nidle_key_secs = 0\n", "throttle.idle_key_secs"),
+            ("[throttle]\nmax_keys = 0\n", "throttle.max_keys"),
         ];
         for (extra, key) in cases {
             let err = parse(&format!("{extra}\n{MINIMAL}"))

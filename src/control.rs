@@ -1,9 +1,10 @@
-//! Control plane: route sources (file now, etcd later) compiled into immutable
-//! [`RouteTable`]s and published to the workers through an atomic pointer swap.
+//! Control plane: route sources (a file, or etcd) compiled into immutable [`RouteTable`]s and
+//! published to the workers through an atomic pointer swap.
 
+pub mod etcd;
 pub mod file;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -21,6 +22,8 @@ struct Shared {
     table: ArcSwap<RouteTable>,
     report: ArcSwap<Report>,
     loaded: AtomicBool,
+    etcd_connected: AtomicBool,
+    last_sync: AtomicU64,
 }
 
 impl Default for TableHandle {
@@ -37,6 +40,8 @@ impl TableHandle {
                 table: ArcSwap::from_pointee(RouteTable::empty()),
                 report: ArcSwap::from_pointee(Report::default()),
                 loaded: AtomicBool::new(false),
+                etcd_connected: AtomicBool::new(false),
+                last_sync: AtomicU64::new(0),
             }),
         }
     }
@@ -63,9 +68,35 @@ impl TableHandle {
         self.inner.report.load_full()
     }
 
-    /// Whether any table has been published yet.
+    /// Whether any table has been published yet. A node is ready to serve once this is true:
+    /// a table from its source, or the last-known-good snapshot while etcd is unreachable.
     pub fn is_loaded(&self) -> bool {
         self.inner.loaded.load(Ordering::Acquire)
+    }
+
+    /// Whether the etcd source currently holds a working watch (false for the file source).
+    pub fn etcd_connected(&self) -> bool {
+        self.inner.etcd_connected.load(Ordering::Acquire)
+    }
+
+    pub fn set_etcd_connected(&self, connected: bool) {
+        self.inner
+            .etcd_connected
+            .store(connected, Ordering::Release);
+    }
+
+    /// When the table last matched the source (unix seconds; 0 = never). For etcd that is the
+    /// last full read or applied watch batch; a snapshot loaded at start-up does not count.
+    pub fn last_sync(&self) -> u64 {
+        self.inner.last_sync.load(Ordering::Acquire)
+    }
+
+    /// Record that the published table matches the source as of now.
+    pub fn mark_synced(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.inner.last_sync.store(now, Ordering::Release);
     }
 }
 
@@ -78,5 +109,16 @@ mod tests {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<TableHandle>();
         assert_send_sync::<RouteTable>();
+    }
+
+    #[test]
+    fn a_new_handle_is_not_ready_nor_synced_until_told() {
+        let h = TableHandle::new();
+        assert!(!h.is_loaded() && !h.etcd_connected() && h.last_sync() == 0);
+        h.set_etcd_connected(true);
+        h.mark_synced();
+        assert!(h.etcd_connected() && h.last_sync() > 0);
+        h.publish(RouteTable::empty(), Report::default());
+        assert!(h.is_loaded());
     }
 }

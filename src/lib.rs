@@ -11,4 +11,6 @@ pub mod dataplane;
 pub mod demo;
 pub mod http;
 pub mod node;
+pub mod register;
 pub mod route;
+pub mod throttle;

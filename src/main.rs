@@ -1,4 +1,4 @@
-//! The `ringway` command: the demo (no arguments), `run`, `check`.
+//! The `ringway` command: the demo (no arguments), `run`, `check`, `register`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +32,9 @@ enum Command {
         #[arg(long, short)]
         profile: PathBuf,
     },
+    /// Publish a service's backend, frontends and this instance's server in etcd, and keep the
+    /// server key alive on a lease until SIGTERM/SIGINT (which revokes it).
+    Register(Box<ringway::register::RegisterArgs>),
     /// Run the built-in demo: two small services and routes to them on loopback, no etcd.
     Demo,
 }
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         None | Some(Command::Demo) => ringway::demo::run(),
         Some(Command::Run { profile }) => ringway::node::run_profile(&profile),
         Some(Command::Check { profile }) => ringway::node::check_profile(&profile),
+        Some(Command::Register(args)) => ringway::register::run(*args),
     };
     match result {
         Ok(code) => code,

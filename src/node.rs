@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::config::{Profile, RouteSourceKind};
+use crate::control::etcd::{self, EtcdSource, Startup};
 use crate::control::{file, TableHandle};
 use crate::dataplane::{self, DataPlaneConfig};
 use crate::route::{compile, CompileOptions};
@@ -39,12 +40,18 @@ pub fn run_profile(path: &Path) -> anyhow::Result<ExitCode> {
     run(profile)
 }
 
+/// The running route source, stopped after the workers drained.
+enum RouteSource {
+    File(std::thread::JoinHandle<()>),
+    Etcd(EtcdSource),
+}
+
 /// Serve until SIGTERM or SIGINT, then drain and return.
 pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
     let routes = TableHandle::new();
     let opts = compile_options(&profile);
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = match profile.routes.source {
+    let source = match profile.routes.source {
         RouteSourceKind::File => {
             let f = profile
                 .routes
@@ -55,7 +62,7 @@ pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("cannot load routes from {}", f.display());
             }
             let poll = Duration::from_millis(profile.routes.file_poll_ms);
-            Some(file::spawn_watcher(
+            RouteSource::File(file::spawn_watcher(
                 f,
                 opts,
                 routes.clone(),
@@ -64,7 +71,22 @@ pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
             )?)
         }
         RouteSourceKind::Etcd => {
-            anyhow::bail!("routes.source = \"etcd\" is not available in this build yet")
+            let (source, startup) = EtcdSource::start(
+                profile.etcd.clone(),
+                profile.routes.snapshot.clone(),
+                opts,
+                routes.clone(),
+            )?;
+            match startup {
+                Startup::Etcd { revision } => {
+                    tracing::info!(revision, "routes from etcd")
+                }
+                Startup::Snapshot { path, keys } => {
+                    tracing::warn!(snapshot = %path.display(), keys, "routes from the last-known-good snapshot")
+                }
+                Startup::Empty => tracing::warn!("no routes yet: not ready until etcd answers"),
+            }
+            RouteSource::Etcd(source)
         }
     };
 
@@ -95,8 +117,11 @@ pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     workers.stop();
     workers.join();
-    if let Some(w) = watcher {
-        let _ = w.join();
+    match source {
+        RouteSource::File(w) => {
+            let _ = w.join();
+        }
+        RouteSource::Etcd(source) => source.stop(),
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -116,10 +141,22 @@ pub fn check_profile(path: &Path) -> anyhow::Result<ExitCode> {
                 .context("routes.file is required")?;
             file::read_routes(f)?
         }
-        RouteSourceKind::Etcd => {
-            println!("routes: etcd source; checking etcd keys is not available in this build yet");
-            return Ok(ExitCode::SUCCESS);
-        }
+        RouteSourceKind::Etcd => match etcd::read_once(&profile.etcd) {
+            Ok(kv) => {
+                println!(
+                    "routes: etcd {} prefix {} at revision {}: {} keys",
+                    profile.etcd.endpoints.join(","),
+                    profile.etcd.prefix,
+                    kv.revision,
+                    kv.entries.len()
+                );
+                kv
+            }
+            Err(e) => {
+                eprintln!("ringway: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
     };
     let compiled = compile(&kv, &opts);
     print!("{}", compiled.table.render(&compiled.report));

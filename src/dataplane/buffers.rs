@@ -3,6 +3,44 @@
 
 use std::cell::RefCell;
 
+use crate::http::HeaderField;
+
+/// Vectors a request needs while it is in flight: parsed fields of the request and response,
+/// the proxy's own lines and the iovecs of a vectored write. Pooled per worker so idle
+/// connections hold none and busy ones never allocate them.
+#[derive(Default)]
+pub struct Scratch {
+    pub fields: Vec<HeaderField>,
+    pub resp_fields: Vec<HeaderField>,
+    pub extra: Vec<u8>,
+    pub iov: Vec<libc::iovec>,
+}
+
+/// Free list of [`Scratch`] sets.
+#[derive(Default)]
+pub struct ScratchPool {
+    free: RefCell<Vec<Scratch>>,
+}
+
+impl ScratchPool {
+    pub fn take(&self) -> Scratch {
+        self.free.borrow_mut().pop().unwrap_or_else(|| Scratch {
+            fields: Vec::with_capacity(32),
+            resp_fields: Vec::with_capacity(32),
+            extra: Vec::with_capacity(256),
+            iov: Vec::with_capacity(32),
+        })
+    }
+
+    /// Keep at most 1024 sets; a set that grew past sane sizes (a huge head) is dropped.
+    pub fn give(&self, s: Scratch) {
+        let mut free = self.free.borrow_mut();
+        if free.len() < 1024 && s.extra.capacity() <= 16 * 1024 && s.fields.capacity() <= 512 {
+            free.push(s);
+        }
+    }
+}
+
 pub struct BufPool {
     free: RefCell<Vec<Vec<u8>>>,
     size: usize,

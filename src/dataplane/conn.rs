@@ -6,12 +6,13 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 
+use super::buffers::Scratch;
 use super::error::ProxyError;
 use super::exchange::{self, BodyState};
-use super::respond::error_response;
+use super::respond::{error_response, error_response_with};
 use super::view::RequestView;
 use super::worker::Worker;
 use crate::http::{parse_request, BodyFraming, ChunkedDecoder, HeaderField, Parsed, RequestHead};
@@ -56,11 +57,18 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         linger: false,
     };
     let tunnel = conn.run(&w).await;
+    conn.return_scratch(&w);
     w.bufs.give(std::mem::take(&mut conn.rbuf));
+    // Rare endings are boxed so their state does not enlarge every connection's task.
     if let Some(up) = tunnel {
-        super::tunnel::relay(conn.stream, up, w.cfg.timeouts.tunnel_idle()).await;
+        Box::pin(super::tunnel::relay(
+            conn.stream,
+            up,
+            w.cfg.timeouts.tunnel_idle(),
+        ))
+        .await;
     } else if conn.linger {
-        lingering_close(conn.stream, w.bufs.take()).await;
+        Box::pin(lingering_close(conn.stream, w.bufs.take())).await;
     }
     w.active.set(w.active.get() - 1);
 }
@@ -100,12 +108,97 @@ impl Conn {
                     return None;
                 }
             };
-            match self.handle(w, head).await {
+            // The exchange's state lives in its own allocation for the length of the request
+            // (recycled by the allocator's thread-local free list), so an idle connection's
+            // task stays small instead of reserving room for the largest exchange state.
+            let next = Box::pin(self.handle(w, head)).await;
+            self.return_scratch(w);
+            match next {
                 Next::KeepAlive if !w.shutdown.fired() => self.release_idle_buffer(w),
                 Next::KeepAlive | Next::Close => return None,
                 Next::Tunnel(up) => return Some(up),
             }
         }
+    }
+
+    /// Take the worker's pooled per-request vectors (fields, proxy lines, iovecs) for a request.
+    fn borrow_scratch(&mut self, w: &Worker) {
+        if self.fields.capacity() == 0 {
+            let s = w.scratch.take();
+            self.fields = s.fields;
+            self.resp_fields = s.resp_fields;
+            self.extra = s.extra;
+            self.iov = s.iov;
+        }
+    }
+
+    /// Give the per-request vectors back, so an idle connection holds none of them.
+    fn return_scratch(&mut self, w: &Worker) {
+        if self.fields.capacity() != 0 {
+            w.scratch.give(Scratch {
+                fields: std::mem::take(&mut self.fields),
+                resp_fields: std::mem::take(&mut self.resp_fields),
+                extra: std::mem::take(&mut self.extra),
+                iov: std::mem::take(&mut self.iov),
+            });
+        }
+    }
+
+    /// Wait for the next request while holding as little as possible. For `idle_hot_ms` a read
+    /// with the small idle buffer is pending (the fast path for busy keep-alive clients); after
+    /// that the read is cancelled (safely: bytes it got are kept), the buffer released, and the
+    /// connection waits for readability alone until the keep-alive timeout. Returns false when
+    /// the connection should close quietly.
+    async fn idle_wait(&mut self, w: &Worker) -> bool {
+        let keepalive = w.cfg.timeouts.keepalive();
+        let deadline = Instant::now() + keepalive;
+        let hot = w.cfg.timeouts.idle_hot().min(keepalive);
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = Vec::with_capacity(w.cfg.idle_buffer_bytes);
+        }
+        let buf = std::mem::take(&mut self.rbuf);
+        let cap = buf.capacity();
+        let canceller = monoio::io::Canceller::new();
+        let (cancelled, (res, back)) = {
+            let read = self
+                .stream
+                .cancelable_read(buf.slice_mut(0..cap), canceller.handle());
+            let mut read = std::pin::pin!(read);
+            let first = monoio::select! {
+                r = &mut read => Some(r),
+                _ = monoio::time::sleep(hot) => None,
+                _ = w.shutdown.wait() => return false,
+            };
+            match first {
+                Some(r) => (false, r),
+                None => {
+                    canceller.cancel();
+                    (true, read.await)
+                }
+            }
+        };
+        self.rbuf = back.into_inner();
+        match res {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(_) if !cancelled => return false,
+            Err(_) => {}
+        }
+        if hot >= keepalive {
+            return false;
+        }
+        // Cold: no buffer parked in the kernel while nothing arrives.
+        self.rbuf = Vec::new();
+        let ready = monoio::select! {
+            r = monoio::time::timeout_at(deadline.into(), self.stream.readable(false)) => {
+                matches!(r, Ok(Ok(())))
+            },
+            _ = w.shutdown.wait() => false,
+        };
+        if ready {
+            self.rbuf = Vec::with_capacity(w.cfg.idle_buffer_bytes);
+        }
+        ready
     }
 
     /// Between requests, keep only a small buffer (or none bigger than needed for pipelined
@@ -126,7 +219,15 @@ impl Conn {
         let mut deadline =
             (!self.rbuf.is_empty()).then(|| Instant::now() + w.cfg.timeouts.header());
         loop {
+            if self.rbuf.is_empty() && deadline.is_none() {
+                if !self.idle_wait(w).await {
+                    return Ok(HeadRead::Idle);
+                }
+                // From the first byte on, the whole head must arrive within `header_ms`.
+                deadline = Some(Instant::now() + w.cfg.timeouts.header());
+            }
             if !self.rbuf.is_empty() {
+                self.borrow_scratch(w);
                 match parse_request(&self.rbuf, scanned, limits, &mut self.fields)? {
                     Parsed::Complete(h) => return Ok(HeadRead::Head(h)),
                     Parsed::Partial { scanned: s } => scanned = s,
@@ -143,37 +244,19 @@ impl Conn {
                 }
                 self.rbuf.reserve_exact(want - self.rbuf.len());
             }
-            let idle = self.rbuf.is_empty();
             let buf = std::mem::take(&mut self.rbuf);
             let len = buf.len();
             let cap = buf.capacity();
             let read = self.stream.read(buf.slice_mut(len..cap));
-            let (res, back) = if idle {
-                let keepalive = w.cfg.timeouts.keepalive();
-                monoio::select! {
-                    r = monoio::time::timeout(keepalive, read) => match r {
-                        Ok(r) => r,
-                        Err(_) => return Ok(HeadRead::Idle),
-                    },
-                    _ = w.shutdown.wait() => return Ok(HeadRead::Idle),
-                }
-            } else {
-                let until = deadline.unwrap_or_else(|| Instant::now() + w.cfg.timeouts.header());
-                match monoio::time::timeout_at(until.into(), read).await {
-                    Ok(r) => r,
-                    Err(_) => return Err(ProxyError::ClientTimeout),
-                }
+            let until = deadline.unwrap_or_else(|| Instant::now() + w.cfg.timeouts.header());
+            let (res, back) = match monoio::time::timeout_at(until.into(), read).await {
+                Ok(r) => r,
+                Err(_) => return Err(ProxyError::ClientTimeout),
             };
             self.rbuf = back.into_inner();
             match res {
-                Ok(0) if idle => return Ok(HeadRead::Idle),
                 Ok(0) => return Err(ProxyError::ClientGone),
-                Ok(_) => {
-                    if deadline.is_none() {
-                        deadline = Some(Instant::now() + w.cfg.timeouts.header());
-                    }
-                }
-                Err(_) if idle => return Ok(HeadRead::Idle),
+                Ok(_) => {}
                 Err(_) => return Err(ProxyError::ClientGone),
             }
         }
@@ -189,6 +272,16 @@ impl Conn {
         };
         let Some(frontend) = table.lookup(&view) else {
             return self.refuse(w, &head, ProxyError::NoRoute).await;
+        };
+        let limits = frontend
+            .middlewares
+            .iter()
+            .filter_map(|m| m.limit.as_deref());
+        let admitted = w.throttle.borrow_mut().admit(limits, &view, self.peer.ip());
+        // Held until the exchange ends (connlimit slots).
+        let admission = match admitted {
+            Ok(a) => a,
+            Err(r) => return self.refuse(w, &head, ProxyError::Throttled(r)).await,
         };
         let backend = table.backend(frontend.backend);
 
@@ -209,7 +302,9 @@ impl Conn {
         if backend.servers.is_empty() {
             return self.refuse(w, &head, ProxyError::NoServer).await;
         }
-        exchange::proxy(self, w, &head, frontend, backend, &mut body).await
+        let next = exchange::proxy(self, w, &head, frontend, backend, &mut body).await;
+        drop(admission);
+        next
     }
 
     /// Answer a request that reaches no upstream. The connection stays open only when the
@@ -256,7 +351,12 @@ impl Conn {
         tracing::debug!(peer = %self.peer, blame = ?err.blame(), status, "{err}");
         self.linger |= !keep_alive;
         let mut out = std::mem::take(&mut self.extra);
-        error_response(&mut out, status, reason, keep_alive, head_only);
+        match err.header_lines() {
+            Some(extra) => {
+                error_response_with(&mut out, status, reason, &extra, keep_alive, head_only)
+            }
+            None => error_response(&mut out, status, reason, keep_alive, head_only),
+        }
         let res = monoio::time::timeout(w.cfg.timeouts.send(), self.stream.write_all(out)).await;
         match res {
             Ok((r, back)) => {

@@ -41,13 +41,17 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("invalid response from upstream: {0}")]
     BadResponse(HttpError),
+    #[error("throttled: {0}")]
+    Throttled(crate::throttle::Rejection),
 }
 
 impl ProxyError {
     pub fn blame(&self) -> Blame {
         use ProxyError::*;
         match self {
-            BadRequest(_) | ClientTimeout | ClientGone | BodyTooLarge(_) => Blame::Client,
+            BadRequest(_) | ClientTimeout | ClientGone | BodyTooLarge(_) | Throttled(_) => {
+                Blame::Client
+            }
             NoRoute | NoServer => Blame::Proxy,
             Connect(_) | ConnectTimeout | Stale | UpstreamIo(_) | UpstreamClosed
             | UpstreamTimeout | BadResponse(_) => Blame::Upstream,
@@ -56,7 +60,7 @@ impl ProxyError {
 
     /// Status and short reason for the client, when nothing of a response was sent yet.
     /// `None` means the client cannot be answered (it is gone).
-    pub fn response(&self) -> Option<(u16, &'static str)> {
+    pub fn response(&self) -> Option<(u16, &str)> {
         use ProxyError::*;
         Some(match self {
             BadRequest(e) => {
@@ -83,8 +87,18 @@ impl ProxyError {
             ConnectTimeout => (504, "upstream connect timed out"),
             BadResponse(_) => (502, "invalid response from upstream"),
             UpstreamTimeout => (504, "upstream timed out"),
+            Throttled(r) => (r.status, &*r.message),
             ClientGone => return None,
         })
+    }
+
+    /// Header lines of the error response beyond the usual ones (`Retry-After` when
+    /// throttled), CRLF-terminated.
+    pub fn header_lines(&self) -> Option<String> {
+        match self {
+            ProxyError::Throttled(r) => Some(r.header_lines()),
+            _ => None,
+        }
     }
 
     /// Whether the failure counts against the server (passive health).

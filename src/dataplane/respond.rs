@@ -30,12 +30,24 @@ pub fn error_response(
     keep_alive: bool,
     head_only: bool,
 ) {
+    error_response_with(out, status, reason, "", keep_alive, head_only);
+}
+
+/// [`error_response`] with extra CRLF-terminated header lines (e.g. `Retry-After`).
+pub fn error_response_with(
+    out: &mut Vec<u8>,
+    status: u16,
+    reason: &str,
+    extra_lines: &str,
+    keep_alive: bool,
+    head_only: bool,
+) {
     out.clear();
     let body_len = reason.len() + 1;
     let mut s = String::with_capacity(160);
     let _ = write!(
         s,
-        "HTTP/1.1 {status} {}\r\nServer: ringway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {body_len}\r\n{}\r\n",
+        "HTTP/1.1 {status} {}\r\nServer: ringway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {body_len}\r\n{extra_lines}{}\r\n",
         reason_phrase(status),
         if keep_alive { "" } else { "Connection: close\r\n" }
     );
@@ -61,5 +73,24 @@ mod tests {
         assert!(text.contains("Content-Length: 30\r\n"));
         assert!(text.contains("Connection: close\r\n"));
         assert!(text.ends_with("\r\n\r\nno route matches this request\n"));
+    }
+
+    #[test]
+    fn extra_lines_go_into_the_head() {
+        let mut out = Vec::new();
+        error_response_with(
+            &mut out,
+            429,
+            "slow down",
+            "Retry-After: 1\r\n",
+            true,
+            false,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"));
+        assert!(
+            text.contains("\r\nRetry-After: 1\r\n\r\nslow down\n"),
+            "{text}"
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpListener;
 
-use super::buffers::BufPool;
+use super::buffers::{BufPool, ScratchPool};
 use super::conn::serve;
 use super::shutdown::Shutdown;
 use super::upstream::{UpstreamSettings, Upstreams};
@@ -20,6 +20,7 @@ use crate::config::{
 use crate::control::TableHandle;
 use crate::http::HeadLimits;
 use crate::route::RouteTable;
+use crate::throttle::{SharedBudgets, Throttle, ThrottleSettings};
 
 /// Everything the data plane needs from a profile.
 #[derive(Clone, Debug)]
@@ -38,6 +39,9 @@ pub struct DataPlaneConfig {
     pub timeouts: TimeoutsConfig,
     pub upstream: UpstreamConfig,
     pub shutdown_grace: Duration,
+    pub throttle: ThrottleSettings,
+    /// Node-wide throttle budgets, shared by every worker (batched access, see `throttle`).
+    pub throttle_budgets: Arc<SharedBudgets>,
 }
 
 impl DataPlaneConfig {
@@ -46,7 +50,15 @@ impl DataPlaneConfig {
             Workers::Count(n) => n,
             Workers::Auto => core_affinity::get_core_ids().map_or(1, |c| c.len().max(1)),
         };
+        let throttle = ThrottleSettings {
+            reject_status: p.throttle.reject_status,
+            idle_key_ns: p.throttle.idle_key_secs.saturating_mul(1_000_000_000),
+            max_keys: p.throttle.max_keys,
+            workers,
+        };
         DataPlaneConfig {
+            throttle_budgets: Throttle::shared_budgets(&throttle),
+            throttle,
             workers,
             pin: p.node.pin_workers,
             io_driver: p.node.io_driver,
@@ -95,8 +107,10 @@ pub struct Worker {
     #[allow(clippy::redundant_allocation)]
     table: RefCell<Rc<Arc<RouteTable>>>,
     pub bufs: BufPool,
+    pub scratch: ScratchPool,
     pub upstreams: Upstreams,
     pub shutdown: Shutdown,
+    pub throttle: RefCell<Throttle>,
     /// Client connections currently open.
     pub active: Cell<usize>,
     id_seed: u64,
@@ -312,12 +326,14 @@ async fn worker_main(
     let w = Rc::new(Worker {
         id,
         bufs: BufPool::new(cfg.buffer_bytes, 1024),
+        scratch: ScratchPool::default(),
         upstreams: Upstreams::new(UpstreamSettings {
             max_idle_per_server: cfg.upstream.max_idle_per_server,
             idle_timeout: Duration::from_millis(cfg.upstream.idle_timeout_ms),
             max_fails: cfg.upstream.max_fails,
             fail_timeout: Duration::from_millis(cfg.upstream.fail_timeout_ms),
         }),
+        throttle: RefCell::new(Throttle::new(cfg.throttle_budgets.clone(), &cfg.throttle)),
         cfg,
         routes,
         table: RefCell::new(table),
@@ -347,6 +363,7 @@ async fn worker_main(
     let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         monoio::time::sleep(Duration::from_millis(50)).await;
+        w.throttle.borrow_mut().sweep();
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             w.upstreams.sweep();
             last_sweep = Instant::now();

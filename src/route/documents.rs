@@ -164,7 +164,7 @@ pub(crate) fn read(kv: &KvSet, prefix: &str) -> Documents {
             KeyShape::Frontend(fid) => frontend(key, value).map(|entry| {
                 docs.frontends.insert(fid.into(), entry);
             }),
-            KeyShape::Middleware(fid, mid) => middleware(mid, value).map(|m| {
+            KeyShape::Middleware(fid, mid) => middleware(fid, mid, value).map(|m| {
                 docs.middlewares
                     .entry(fid.into())
                     .or_default()
@@ -323,13 +323,15 @@ fn frontend(key: &str, value: &str) -> Result<FrontendEntry, String> {
     })
 }
 
-fn middleware(mid: &str, value: &str) -> Result<MiddlewareSpec, String> {
+fn middleware(fid: &str, mid: &str, value: &str) -> Result<MiddlewareSpec, String> {
     let doc: MiddlewareDoc = json(value)?;
+    let limit = crate::throttle::parse(fid, mid, &doc.r#type, &doc.middleware)?;
     Ok(MiddlewareSpec {
         id: mid.into(),
         priority: doc.priority,
         kind: doc.r#type,
         config: doc.middleware,
+        limit: limit.map(Arc::new),
     })
 }
 

@@ -31,13 +31,16 @@ pub struct FrontendSettings {
     pub hostname: Option<String>,
 }
 
-/// A middleware attached to a frontend, kept as parsed JSON for the throttling layer.
+/// A middleware attached to a frontend, kept as parsed JSON.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MiddlewareSpec {
     pub id: Arc<str>,
     pub priority: i64,
     pub kind: String,
     pub config: serde_json::Value,
+    /// `ratelimit` and `connlimit` middlewares, validated when the routes were compiled (an
+    /// invalid one is skipped and reported instead).
+    pub limit: Option<Arc<crate::throttle::Limit>>,
 }
 
 /// A backend: a set of servers and how to talk to them.

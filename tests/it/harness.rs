@@ -152,6 +152,38 @@ impl Ringway {
     pub fn start_with_workers(routes: &str, extra_profile: &str, workers: usize) -> Ringway {
         let dir = TempDir::new("node");
         dir.write("routes.json", routes);
+        Ringway::launch(
+            dir,
+            "[routes]\nsource = \"file\"\nfile = \"routes.json\"\nfile_poll_ms = 50\n",
+            extra_profile,
+            workers,
+        )
+    }
+
+    /// Start with routes from etcd at `endpoint` (prefix `/vulcand`), one worker. `dir` may
+    /// hold files the profile names (a `snapshot.json`); `snapshot` turns
+    /// `[routes] snapshot = "snapshot.json"` on.
+    #[allow(dead_code)]
+    pub fn start_etcd(
+        dir: TempDir,
+        endpoint: &str,
+        snapshot: bool,
+        extra_profile: &str,
+    ) -> Ringway {
+        let snapshot = if snapshot {
+            "snapshot = \"snapshot.json\"\n"
+        } else {
+            ""
+        };
+        let routes = format!(
+            "[routes]\nsource = \"etcd\"\n{snapshot}\n\
+             [etcd]\nendpoints = [\"{endpoint}\"]\nprefix = \"/vulcand\"\ndial_timeout_ms = 1000\n"
+        );
+        Ringway::launch(dir, &routes, extra_profile, 1)
+    }
+
+    /// Write a profile with this `[routes]` (and source) section into `dir` and start it.
+    fn launch(dir: TempDir, routes_section: &str, extra_profile: &str, workers: usize) -> Ringway {
         // Held until ringway listens, so no parallel test is handed the same port.
         let hold = PortHold::new();
         let port = hold.port;
@@ -159,8 +191,7 @@ impl Ringway {
         let (node, rest) = split_node_section(extra_profile);
         let profile = format!(
             "[node]\nworkers = {workers}\npin_workers = false\nshutdown_grace_secs = 10\n{node}\n\
-             [[listener]]\nname = \"mesh\"\naddr = \"{addr}\"\n\n\
-             [routes]\nsource = \"file\"\nfile = \"routes.json\"\nfile_poll_ms = 50\n\n{rest}"
+             [[listener]]\nname = \"mesh\"\naddr = \"{addr}\"\n\n{routes_section}\n{rest}"
         );
         let profile_path = dir.write("profile.toml", &profile);
         let log = dir.0.join("ringway.log");

@@ -1,13 +1,21 @@
-//! Integration tests: the real `ringway` binary against real TCP origins on loopback.
+//! Integration tests: the real `ringway` binary against real TCP origins on loopback, and
+//! against a real etcd.
 
 mod cli;
+mod deploy;
+mod etcd;
+mod etcd_server;
+// Shared helpers: each suite uses a different part of them.
+#[allow(dead_code)]
 mod harness;
 mod hostile;
 mod hostile_upstream;
 mod lifecycle;
 mod limits;
 mod memory;
+#[allow(dead_code)]
 mod origin;
 mod proxy;
 mod smoke;
+mod throttle;
 mod upstream;

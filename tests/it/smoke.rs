@@ -46,3 +46,26 @@ fn keep_alive_connection_serves_many_requests_over_one_upstream_connection() {
     }
     assert_eq!(origin.connections(), 1, "upstream connection reused");
 }
+
+#[test]
+fn a_connection_idle_past_the_hot_window_still_serves_its_next_request() {
+    let origin = Origin::echo();
+    let rw = Ringway::start(&catch_all(&[origin.addr]), "[timeouts]\nidle_hot_ms = 50\n");
+    let mut c = Client::connect(rw.addr);
+    for i in 0..3 {
+        c.send(format!("GET /idle/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let r = c
+            .read_response(false)
+            .expect("response after a cold idle wait");
+        assert_eq!(r.text(), format!("GET /idle/{i}"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // A request split around the end of the hot window is read whole.
+    c.send(b"GET /split HTTP/1.1\r\n");
+    std::thread::sleep(std::time::Duration::from_millis(80));
+    c.send(b"Host: t\r\n\r\n");
+    assert_eq!(
+        c.read_response(false).expect("response").text(),
+        "GET /split"
+    );
+}

@@ -244,7 +244,7 @@ fn bad_values_are_skipped_and_the_rest_still_compiles() {
             ),
             (
                 "/vulcand/frontends/gone/middlewares/m1",
-                r#"{"Type":"ratelimit","Priority":1,"Middleware":{}}"#,
+                r#"{"Type":"ratelimit","Priority":1,"Middleware":{"Requests":1,"PeriodSeconds":1,"Variable":"client.ip"}}"#,
             ),
         ]),
         &CompileOptions::default(),
@@ -521,7 +521,9 @@ fn a_frontend_whose_matchers_are_covered_is_shadowed() {
 #[test]
 fn middlewares_are_sorted_by_priority_then_id() {
     let mw = |prio: i64| {
-        format!(r#"{{"Priority":{prio},"Type":"ratelimit","Middleware":{{"Requests":1}}}}"#)
+        format!(
+            r#"{{"Priority":{prio},"Type":"ratelimit","Middleware":{{"Requests":1,"PeriodSeconds":1,"Variable":"client.ip"}}}}"#
+        )
     };
     let (m_c, m_a, m_b) = (mw(2), mw(1), mw(1));
     let compiled = compile(
@@ -542,6 +544,41 @@ fn middlewares_are_sorted_by_priority_then_id() {
         .map(|m| (&*m.id, m.priority))
         .collect();
     assert_eq!(ids, [("a", 1), ("b", 1), ("c", 2)]);
+}
+
+#[test]
+fn an_invalid_throttling_middleware_is_skipped_and_the_frontend_still_routes() {
+    let compiled = compile(
+        &kv(&[
+            (
+                "/vulcand/frontends/f/frontend",
+                &frontend_doc("Path(`/`)", 0),
+            ),
+            (
+                "/vulcand/frontends/f/middlewares/bad",
+                r#"{"Type":"ratelimit","Middleware":{"Requests":0,"PeriodSeconds":1,"Variable":"client.ip"}}"#,
+            ),
+            (
+                "/vulcand/frontends/f/middlewares/good",
+                r#"{"Type":"connlimit","Middleware":{"Connections":2,"Variable":"request.header.X-Tenant"}}"#,
+            ),
+        ]),
+        &CompileOptions::default(),
+    );
+    let skipped = &compiled.report.skipped;
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].key, "/vulcand/frontends/f/middlewares/bad");
+    assert!(
+        skipped[0].reason.contains("Requests must be between 1"),
+        "{skipped:?}"
+    );
+    let f = compiled
+        .table
+        .lookup(&get("a.com", "/"))
+        .expect("f still routes");
+    assert_eq!(f.middlewares.len(), 1);
+    let limit = f.middlewares[0].limit.as_ref().expect("a compiled limit");
+    assert_eq!(limit.kind, crate::throttle::LimitKind::Connections(2));
 }
 
 #[test]

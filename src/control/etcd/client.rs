@@ -1,0 +1,233 @@
+//! Reaching etcd: connection options from a profile's `[etcd]` section (auth, TLS, keep-alive),
+//! a connect that fails within the dial deadline (etcd-client's own connect is lazy), and a
+//! consistent, paged full read of the prefix.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions};
+use thiserror::Error;
+
+use crate::config::EtcdConfig;
+use crate::route::KvSet;
+
+/// Keys per page of a full read; pages are read at one revision, so the set is consistent.
+const PAGE_KEYS: i64 = 1000;
+
+/// Largest gRPC message accepted (a page of large documents, a watch batch of a big txn).
+pub(super) const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Why etcd could not be used. Always names the endpoints: the operator's next step is to check
+/// that etcd runs there (or fix the profile), not to change ringway.
+#[derive(Debug, Error)]
+pub enum EtcdError {
+    #[error("cannot reach etcd at {endpoints} within {timeout_ms} ms ({what})")]
+    Timeout {
+        endpoints: String,
+        timeout_ms: u64,
+        what: &'static str,
+    },
+    #[error("etcd at {endpoints}: {what}: {source}")]
+    Client {
+        endpoints: String,
+        what: &'static str,
+        source: etcd_client::Error,
+    },
+    #[error(
+        "TLS to etcd ({what}) is not supported in this build: rebuild with `--features etcd-tls`"
+    )]
+    TlsUnsupported { what: String },
+    #[error("etcd TLS: cannot read {file}: {source}")]
+    TlsFile {
+        file: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the etcd control runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl EtcdError {
+    fn client(cfg: &EtcdConfig, what: &'static str, source: etcd_client::Error) -> EtcdError {
+        EtcdError::Client {
+            endpoints: cfg.endpoints.join(","),
+            what,
+            source,
+        }
+    }
+
+    fn timeout(cfg: &EtcdConfig, what: &'static str) -> EtcdError {
+        EtcdError::Timeout {
+            endpoints: cfg.endpoints.join(","),
+            timeout_ms: cfg.dial_timeout_ms,
+            what,
+        }
+    }
+}
+
+/// Refuse, before anything starts, a profile that needs TLS from a build without it.
+pub(super) fn check_build_supports(cfg: &EtcdConfig) -> Result<(), EtcdError> {
+    if cfg!(feature = "etcd-tls") {
+        return Ok(());
+    }
+    let https = cfg.endpoints.iter().find(|e| e.starts_with("https://"));
+    if let Some(e) = https {
+        return Err(EtcdError::TlsUnsupported {
+            what: format!("endpoint {e}"),
+        });
+    }
+    if cfg.wants_tls() {
+        return Err(EtcdError::TlsUnsupported {
+            what: "etcd.ca_file / cert_file / key_file".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The watched and read key prefix: the configured prefix with exactly one trailing `/`, so
+/// `/vulcand` never matches `/vulcandx/...`.
+pub fn key_prefix(prefix: &str) -> String {
+    format!("{}/", prefix.trim_end_matches('/'))
+}
+
+/// The end of the key range holding every key that starts with `prefix`.
+pub(super) fn range_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+fn connect_options(cfg: &EtcdConfig) -> Result<ConnectOptions, EtcdError> {
+    let dial = Duration::from_millis(cfg.dial_timeout_ms);
+    // etcd refuses client pings more often than every 5 s (--grpc-keepalive-min-time).
+    let mut opts = ConnectOptions::new()
+        .with_connect_timeout(dial)
+        .with_keep_alive(Duration::from_secs(10), dial.max(Duration::from_secs(1)))
+        .with_keep_alive_while_idle(true);
+    if let (Some(user), Some(password)) = (&cfg.username, &cfg.password) {
+        opts = opts.with_user(user.clone(), password.clone());
+    }
+    #[cfg(feature = "etcd-tls")]
+    if cfg.wants_tls() || cfg.endpoints.iter().any(|e| e.starts_with("https://")) {
+        opts = opts.with_tls(tls_options(cfg)?);
+    }
+    Ok(opts)
+}
+
+#[cfg(feature = "etcd-tls")]
+fn tls_options(cfg: &EtcdConfig) -> Result<etcd_client::TlsOptions, EtcdError> {
+    let read = |file: &std::path::PathBuf| {
+        std::fs::read(file).map_err(|source| EtcdError::TlsFile {
+            file: file.clone(),
+            source,
+        })
+    };
+    let mut tls = etcd_client::TlsOptions::new();
+    if let Some(ca) = &cfg.ca_file {
+        tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) {
+        tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(tls)
+}
+
+/// Connect and prove etcd answers (a one-key read) within the dial deadline.
+pub async fn connect(cfg: &EtcdConfig) -> Result<Client, EtcdError> {
+    let dial = Duration::from_millis(cfg.dial_timeout_ms);
+    let opts = connect_options(cfg)?;
+    let mut client = tokio::time::timeout(dial, Client::connect(&cfg.endpoints, Some(opts)))
+        .await
+        .map_err(|_| EtcdError::timeout(cfg, "connect"))?
+        .map_err(|e| EtcdError::client(cfg, "connect", e))?;
+    let probe = GetOptions::new().with_limit(1).with_keys_only();
+    tokio::time::timeout(dial, client.get(key_prefix(&cfg.prefix), Some(probe)))
+        .await
+        .map_err(|_| EtcdError::timeout(cfg, "probe read"))?
+        .map_err(|e| EtcdError::client(cfg, "probe read", e))?;
+    Ok(client)
+}
+
+/// Every key under the prefix at one revision (the revision of the first page), read in pages.
+/// Keys or values that are not UTF-8 are skipped with a warning.
+pub async fn read_all(client: &Client, cfg: &EtcdConfig) -> Result<KvSet, EtcdError> {
+    let dial = Duration::from_millis(cfg.dial_timeout_ms);
+    let prefix = key_prefix(&cfg.prefix);
+    let end = range_end(&prefix);
+    let mut kv_client = client
+        .kv_client()
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let mut set = KvSet::default();
+    let mut from: Vec<u8> = prefix.into_bytes();
+    loop {
+        let mut opts = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(PAGE_KEYS);
+        if set.revision > 0 {
+            opts = opts.with_revision(set.revision);
+        }
+        let resp = tokio::time::timeout(dial, kv_client.get(from.clone(), Some(opts)))
+            .await
+            .map_err(|_| EtcdError::timeout(cfg, "full read"))?
+            .map_err(|e| EtcdError::client(cfg, "full read", e))?;
+        if set.revision == 0 {
+            set.revision = resp.header().map_or(0, |h| h.revision());
+        }
+        for kv in resp.kvs() {
+            match (kv.key_str(), kv.value_str()) {
+                (Ok(k), Ok(v)) => {
+                    set.entries.insert(k.to_string(), v.to_string());
+                }
+                _ => tracing::warn!(
+                    key = %String::from_utf8_lossy(kv.key()),
+                    "etcd key or value is not UTF-8; skipped"
+                ),
+            }
+        }
+        match resp.kvs().last() {
+            Some(last) if resp.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => return Ok(set),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefix_ends_in_exactly_one_slash() {
+        assert_eq!(key_prefix("/vulcand"), "/vulcand/");
+        assert_eq!(key_prefix("/vulcand//"), "/vulcand/");
+    }
+
+    #[test]
+    fn the_range_end_covers_exactly_the_prefix() {
+        assert_eq!(range_end("/vulcand/"), b"/vulcand0".to_vec());
+        assert_eq!(range_end("a\u{7f}"), b"a\x80".to_vec());
+        let mut k = b"/vulcand/".to_vec();
+        k.push(0xff);
+        assert!(k < range_end("/vulcand/"));
+    }
+
+    #[test]
+    fn a_build_without_tls_refuses_tls_settings() {
+        if cfg!(feature = "etcd-tls") {
+            return;
+        }
+        let mut cfg = EtcdConfig::default();
+        assert!(check_build_supports(&cfg).is_ok());
+        cfg.endpoints = vec!["https://10.0.0.1:2379".into()];
+        let err = check_build_supports(&cfg).unwrap_err().to_string();
+        assert!(err.contains("https://10.0.0.1:2379") && err.contains("etcd-tls"));
+        cfg.endpoints = vec!["http://127.0.0.1:2379".into()];
+        cfg.ca_file = Some("ca.pem".into());
+        assert!(check_build_supports(&cfg).is_err());
+    }
+}

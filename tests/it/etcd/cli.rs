@@ -1,0 +1,170 @@
+//! `ringway register` and `ringway check` against a real etcd.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{await_status, PROPAGATION};
+use crate::etcd_server::EtcdServer;
+use crate::harness::{free_port, ringway, ringway_bin, Ringway, TempDir};
+use crate::origin::Origin;
+
+#[test]
+fn register_publishes_a_route_and_sigterm_revokes_the_server_at_once() {
+    let origin = Origin::ok();
+    let etcd = EtcdServer::start();
+    let kv = etcd.kv();
+    let rw = Ringway::start_etcd(TempDir::new("node"), &etcd.endpoint(), false, "");
+    let dir = TempDir::new("register");
+    let log = std::fs::File::create(dir.0.join("register.log")).unwrap();
+    let mut child = Command::new(ringway_bin())
+        .args(["register", "--etcd", &etcd.endpoint(), "--backend", "svc"])
+        .args([
+            "--server-id",
+            "i1",
+            "--url",
+            &format!("http://{}", origin.addr),
+        ])
+        .args(["--frontend", "svc=PathPrefix(`/svc`)", "--ttl", "30s"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start ringway register");
+    let reg_log = || std::fs::read_to_string(dir.0.join("register.log")).unwrap_or_default();
+    await_status(&rw, "/svc/a", 200, PROPAGATION, "registered route");
+    assert_eq!(
+        kv.get("backends/svc/backend").as_deref(),
+        Some(r#"{"Type":"http"}"#)
+    );
+
+    let sent = Instant::now();
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let exited = super::eventually(Duration::from_secs(5), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    assert!(
+        exited.is_some(),
+        "register did not exit on SIGTERM:\n{}",
+        reg_log()
+    );
+    assert!(child.wait().unwrap().success(), "{}", reg_log());
+    assert_eq!(
+        kv.get("backends/svc/servers/i1"),
+        None,
+        "server key still there"
+    );
+    await_status(&rw, "/svc/a", 503, PROPAGATION, "deregistered server");
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "took longer than revoking should (TTL is 30 s)"
+    );
+    // The frontend stays for other instances of the service.
+    assert!(kv.get("frontends/svc/frontend").is_some());
+}
+
+#[test]
+fn register_once_is_idempotent_and_an_unreachable_etcd_is_named() {
+    let origin = Origin::ok();
+    let etcd = EtcdServer::start();
+    let kv = etcd.kv();
+    let url = format!("http://{}", origin.addr);
+    let args = [
+        "register",
+        "--etcd",
+        &etcd.endpoint(),
+        "--backend",
+        "svc",
+        "--server-id",
+        "i1",
+        "--url",
+        &url,
+        "--frontend",
+        "svc=Path(`/svc`)",
+        "--once",
+    ];
+    for _ in 0..2 {
+        let out = ringway(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(kv.get("backends/svc/servers/i1").unwrap().contains(&url));
+
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let t = Instant::now();
+    let out = ringway(&[
+        "register",
+        "--etcd",
+        &dead,
+        "--backend",
+        "svc",
+        "--url",
+        &url,
+        "--dial-timeout",
+        "1s",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&dead), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+fn etcd_profile(dir: &TempDir, endpoint: &str) -> String {
+    let text = format!(
+        "[[listener]]\nname = \"mesh\"\naddr = \"127.0.0.1:9\"\n\n\
+         [routes]\nsource = \"etcd\"\n\n[etcd]\nendpoints = [\"{endpoint}\"]\ndial_timeout_ms = 1000\n"
+    );
+    dir.write("profile.toml", &text).display().to_string()
+}
+
+#[test]
+fn check_reads_etcd_and_fails_on_two_services_claiming_one_route() {
+    let origin = Origin::ok();
+    let etcd = EtcdServer::start();
+    let kv = etcd.kv();
+    kv.backend("b1");
+    kv.server("b1", "s1", origin.addr);
+    kv.backend("b2");
+    kv.server("b2", "s1", origin.addr);
+    kv.frontend("alpha", "b1", "PathPrefix(`/shared`)");
+    let dir = TempDir::new("check");
+    let profile = etcd_profile(&dir, &etcd.endpoint());
+
+    let out = ringway(&["check", "--profile", &profile]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("alpha"), "{stdout}");
+
+    kv.frontend("beta", "b2", "PathPrefix(`/shared`)");
+    let out = ringway(&["check", "--profile", &profile]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let conflicts = stdout.find("conflict").map(|i| &stdout[i..]);
+    assert!(
+        conflicts.is_some_and(|c| c.contains("alpha") && c.contains("beta")),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 conflict"), "{stderr}");
+}
+
+#[test]
+fn check_names_an_unreachable_etcd_and_fails() {
+    let dir = TempDir::new("check");
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let profile = etcd_profile(&dir, &dead);
+    let out = ringway(&["check", "--profile", &profile]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&dead), "{err}");
+}

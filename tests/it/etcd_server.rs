@@ -1,0 +1,274 @@
+//! A real `etcd` (Debian's etcd-server) on free loopback ports with a temporary data dir,
+//! killed on drop and restartable on the same ports and data; and a small etcd client for
+//! tests, speaking vulcand's layout, on its own tokio runtime.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, CompactionOptions, PutOptions, Txn, TxnOp};
+
+use crate::harness::{free_port, TempDir};
+
+/// A single-member etcd cluster for one test.
+pub struct EtcdServer {
+    child: Option<Child>,
+    client_port: u16,
+    peer_port: u16,
+    dir: TempDir,
+}
+
+impl EtcdServer {
+    /// Start etcd and wait until it is healthy.
+    pub fn start() -> EtcdServer {
+        let mut s = EtcdServer::stopped();
+        s.restart();
+        s
+    }
+
+    /// Pick ports and a data dir without starting etcd (for "etcd is down" tests).
+    pub fn stopped() -> EtcdServer {
+        EtcdServer {
+            child: None,
+            client_port: free_port(),
+            peer_port: free_port(),
+            dir: TempDir::new("etcd"),
+        }
+    }
+
+    /// The client URL, e.g. `http://127.0.0.1:23790`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.0.join("data")
+    }
+
+    /// (Re)start etcd on the same ports and data dir and wait until it is healthy.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "etcd is already running");
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.0.join("etcd.log"))
+            .expect("etcd log file");
+        let child = Command::new(etcd_bin())
+            .arg("--name=it")
+            .arg(format!("--data-dir={}", self.data_dir().display()))
+            .arg(format!("--listen-client-urls={}", self.endpoint()))
+            .arg(format!("--advertise-client-urls={}", self.endpoint()))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=it={peer}"))
+            // A single member elects itself quickly with short ticks.
+            .arg("--heartbeat-interval=10")
+            .arg("--election-timeout=100")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd (install Debian's etcd-server)");
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("etcd exited ({status}):\n{}", self.log());
+            }
+            if self.healthy() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("etcd did not become healthy:\n{}", self.log());
+    }
+
+    fn healthy(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        if s.write_all(b"GET /health HTTP/1.1\r\nHost: etcd\r\nConnection: close\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.contains("\"health\":\"true\"")
+    }
+
+    /// Kill etcd (SIGKILL) and wait for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("etcd.log")).unwrap_or_default()
+    }
+
+    /// A client for this server's keys under `/vulcand`.
+    pub fn kv(&self) -> Kv {
+        Kv::connect(&self.endpoint(), "/vulcand")
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn etcd_bin() -> PathBuf {
+    ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("etcd"))
+}
+
+/// A blocking etcd client over vulcand's layout under `prefix`.
+pub struct Kv {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    prefix: String,
+}
+
+impl Kv {
+    pub fn connect(endpoint: &str, prefix: &str) -> Kv {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let client = rt
+            .block_on(Client::connect([endpoint], None))
+            .expect("connect to etcd");
+        Kv {
+            rt,
+            client,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// Full key of a path relative to the prefix.
+    pub fn key(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.prefix)
+    }
+
+    pub fn put(&self, rel: &str, value: &str) {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.put(self.key(rel), value, None))
+            .expect("etcd put");
+    }
+
+    pub fn delete(&self, rel: &str) {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.delete(self.key(rel), None))
+            .expect("etcd delete");
+    }
+
+    pub fn get(&self, rel: &str) -> Option<String> {
+        let mut c = self.client.clone();
+        let resp = self
+            .rt
+            .block_on(c.get(self.key(rel), None))
+            .expect("etcd get");
+        resp.kvs()
+            .first()
+            .map(|kv| kv.value_str().unwrap().to_string())
+    }
+
+    /// Put all pairs in one transaction (one revision).
+    pub fn txn(&self, pairs: &[(&str, &str)]) {
+        let ops: Vec<TxnOp> = pairs
+            .iter()
+            .map(|(k, v)| TxnOp::put(self.key(k), *v, None))
+            .collect();
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.txn(Txn::new().and_then(ops)))
+            .expect("etcd txn");
+    }
+
+    /// Put with a lease of `ttl_secs` that nobody keeps alive.
+    pub fn put_on_lease(&self, rel: &str, value: &str, ttl_secs: i64) {
+        let mut c = self.client.clone();
+        self.rt.block_on(async {
+            let lease = c.lease_grant(ttl_secs, None).await.expect("lease grant");
+            c.put(
+                self.key(rel),
+                value,
+                Some(PutOptions::new().with_lease(lease.id())),
+            )
+            .await
+            .expect("etcd put on lease");
+        });
+    }
+
+    /// Many puts in flight at once, `concurrency` at a time.
+    pub fn put_many(&self, puts: Vec<(String, String)>, concurrency: usize) {
+        self.rt.block_on(async {
+            let mut set = tokio::task::JoinSet::new();
+            for (rel, value) in puts {
+                while set.len() >= concurrency {
+                    set.join_next().await.unwrap().unwrap();
+                }
+                let mut c = self.client.clone();
+                let key = self.key(&rel);
+                set.spawn(async move { c.put(key, value, None).await.expect("etcd put") });
+            }
+            while let Some(r) = set.join_next().await {
+                r.unwrap();
+            }
+        });
+    }
+
+    /// The store's current revision.
+    pub fn revision(&self) -> i64 {
+        let mut c = self.client.clone();
+        let resp = self.rt.block_on(c.get("/", None)).expect("etcd get");
+        resp.header().expect("header").revision()
+    }
+
+    /// Compact the history up to `revision` and wait until it is physically applied.
+    pub fn compact(&self, revision: i64) {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.compact(revision, Some(CompactionOptions::new().with_physical())))
+            .expect("etcd compact");
+    }
+
+    pub fn backend(&self, bid: &str) {
+        self.put(&format!("backends/{bid}/backend"), r#"{"Type":"http"}"#);
+    }
+
+    pub fn server(&self, bid: &str, sid: &str, addr: std::net::SocketAddr) {
+        self.put(&format!("backends/{bid}/servers/{sid}"), &server_doc(addr));
+    }
+
+    pub fn frontend(&self, fid: &str, bid: &str, route: &str) {
+        self.put(
+            &format!("frontends/{fid}/frontend"),
+            &frontend_doc(bid, route),
+        );
+    }
+}
+
+pub fn server_doc(addr: std::net::SocketAddr) -> String {
+    serde_json::json!({"URL": format!("http://{addr}")}).to_string()
+}
+
+pub fn frontend_doc(bid: &str, route: &str) -> String {
+    serde_json::json!({"Type": "http", "BackendId": bid, "Route": route}).to_string()
+}
