@@ -22,6 +22,8 @@ PROXY_LABEL = {
     "ringway-epoll": "ringway (epoll)",
     "ringway-10k": "ringway, 10k frontends",
     "ringway-1": "ringway, 1 frontend",
+    "ringway-rl": "ringway, ratelimit admitting all",
+    "ringway-rl-refuse": "ringway, ratelimit refusing (429)",
     "nginx": "nginx",
     "haproxy": "HAProxy HTTP",
     "haproxy-tcp": "HAProxy TCP (L4 floor)",
@@ -33,7 +35,8 @@ SCENARIO_TITLE = {
     "S3": "S3 1 MiB responses, keep-alive, 16 connections",
     "S4": "S4 1 MiB request uploads, keep-alive, 16 connections",
     "S5": "S5 route table: 10,000 PathPrefix frontends vs 1 (ringway only), 64 connections",
-    "S6": "S6 throttling",
+    "S6": "S6 throttling: a ratelimit middleware (client.ip) admitting every request, and one "
+          "refusing almost all (1,000 req/s), vs none (ringway only), 64 connections",
     "S7": "S7 memory per idle keep-alive client connection",
     "S8": "S8 latency at a fixed rate below saturation",
 }
@@ -310,7 +313,7 @@ def summarise(recs):
 
 
 def proxies_sorted(d):
-    order = PROXY_ORDER + ["ringway-1", "ringway-10k"]
+    order = PROXY_ORDER + ["ringway-1", "ringway-10k", "ringway-rl", "ringway-rl-refuse"]
     return sorted(d.keys(), key=lambda p: order.index(p) if p in order else 99)
 
 
@@ -376,10 +379,19 @@ def render_md(summary, meta):
                      f"{fmt(s.get('cpu_us_per_req'), '.2f')} | {fmt(s.get('ratio_cpu_us_per_req'), '.2f')} | "
                      f"{fmt(_mib(s.get('peak_rss_kib')), '.1f')} | {s['errors']} | {s['non2xx']} |")
         L.append("")
-    L.append(f"## {SCENARIO_TITLE['S6']}")
-    L.append("")
-    L.append("skipped: throttling is not built yet.")
-    L.append("")
+    if "S6" in summary:
+        L.append(f"## {SCENARIO_TITLE['S6']}")
+        L.append("")
+        L.append("| ringway | req/s | x no middleware | p50 ms | p99 ms | CPU µs/req | x no middleware | errors | non-2xx (429s) |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for p in proxies_sorted(summary["S6"]):
+            s = summary["S6"][p]
+            label = "no middleware" if p == "ringway-1" else PROXY_LABEL.get(p, p)
+            L.append(f"| {label} | {fmt(s.get('rps'), ',.0f')} | {fmt(s.get('ratio_rps'), '.2f')} | "
+                     f"{fmt(_ms(s.get('p50_us')), '.2f')} | {fmt(_ms(s.get('p99_us')), '.2f')} | "
+                     f"{fmt(s.get('cpu_us_per_req'), '.2f')} | {fmt(s.get('ratio_cpu_us_per_req'), '.2f')} | "
+                     f"{s['errors']} | {s['non2xx']} |")
+        L.append("")
     if "S7" in summary:
         L.append(f"## {SCENARIO_TITLE['S7']}")
         L.append("")
@@ -493,8 +505,12 @@ def render_svg(summary):
 
 
 def cmd_report(args):
-    recs = load(args.results)
+    recs = []
+    for path in args.results:
+        recs.extend(load(path))
     meta = json.loads(open(args.meta).read())
+    for note in args.note or []:
+        meta.setdefault("notes", []).append(note)
     summary = summarise(recs)
     os.makedirs(args.outdir, exist_ok=True)
     with open(os.path.join(args.outdir, "latest.md"), "w") as f:
@@ -541,8 +557,10 @@ def main():
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_routes)
     p = sub.add_parser("report")
-    p.add_argument("--results", required=True)
+    p.add_argument("--results", required=True, action="append",
+                   help="raw results (.jsonl); repeat to combine runs into one report")
     p.add_argument("--meta", required=True)
+    p.add_argument("--note", action="append", help="extra line for the report's notes")
     p.add_argument("--outdir", required=True)
     p.set_defaults(fn=cmd_report)
     args = ap.parse_args()
