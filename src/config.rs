@@ -248,6 +248,9 @@ pub struct LimitsConfig {
     /// Size of the pooled buffers a connection borrows while a request or response is in
     /// flight, in bytes. Default 16384.
     pub buffer_bytes: usize,
+    /// Buffer a body larger than one `buffer_bytes` read streams through, in bytes: fewer
+    /// reads and writes per byte for large transfers. Default 65536.
+    pub body_buffer_bytes: usize,
     /// Buffer an idle keep-alive client connection keeps for its next request head, in bytes;
     /// it grows up to `max_head_bytes` for larger heads. Default 1024.
     pub idle_buffer_bytes: usize,
@@ -261,6 +264,7 @@ impl Default for LimitsConfig {
             max_headers: 100,
             max_body_bytes: 0,
             buffer_bytes: 16 * 1024,
+            body_buffer_bytes: 64 * 1024,
             idle_buffer_bytes: 1024,
         }
     }
@@ -363,12 +367,49 @@ impl Default for ThrottleConfig {
     }
 }
 
-/// `[admin]`.
+/// `[admin]`: the admin HTTP listener (`/metrics`, `/routes`, `/healthz`, `/readyz`). Without
+/// this section there is no admin listener.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Loopback by default, e.g. `127.0.0.1:9090`.
+    /// Address to listen on, e.g. `127.0.0.1:9090`. Keep it on loopback (or a management
+    /// network): the endpoint has no authentication.
     pub addr: SocketAddr,
+}
+
+/// Where the access log goes: `"off"`, `"stdout"` or a file path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    #[default]
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+impl std::fmt::Display for AccessLogTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessLogTarget::Off => f.write_str("off"),
+            AccessLogTarget::Stdout => f.write_str("stdout"),
+            AccessLogTarget::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AccessLogTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "off" => AccessLogTarget::Off,
+            "stdout" => AccessLogTarget::Stdout,
+            "" => {
+                return Err(serde::de::Error::custom(
+                    "access_log must be \"off\", \"stdout\" or a file path",
+                ))
+            }
+            _ => AccessLogTarget::File(PathBuf::from(s)),
+        })
+    }
 }
 
 /// `[log]`.
@@ -377,12 +418,16 @@ pub struct AdminConfig {
 pub struct LogConfig {
     /// `error`, `warn`, `info` (default), `debug` or `trace`; `RUST_LOG` overrides it.
     pub level: String,
+    /// JSON access log, one line per request: `"off"` (default), `"stdout"` or a file path
+    /// (relative to the profile's directory; opened in append mode by every worker).
+    pub access_log: AccessLogTarget,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".to_string(),
+            access_log: AccessLogTarget::Off,
         }
     }
 }
@@ -438,6 +483,11 @@ impl Profile {
         .into_iter()
         .flatten()
         {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        if let AccessLogTarget::File(f) = &mut profile.log.access_log {
             if f.is_relative() {
                 *f = base.join(&*f);
             }
@@ -568,6 +618,12 @@ impl Profile {
                 "must be at least 1024".into(),
             ));
         }
+        if lim.body_buffer_bytes < lim.buffer_bytes || lim.body_buffer_bytes > 16 << 20 {
+            return Err(invalid(
+                "limits.body_buffer_bytes",
+                "must be at least limits.buffer_bytes and at most 16 MiB".into(),
+            ));
+        }
         let t = &self.timeouts;
         for (key, v) in [
             ("timeouts.header_ms", t.header_ms),
@@ -669,6 +725,54 @@ mod tests {
         assert_eq!(p.throttle.reject_status, 429);
         assert_eq!(p.throttle.idle_key_secs, 60);
         assert_eq!(p.throttle.max_keys, 100_000);
+        assert_eq!(p.log.access_log, AccessLogTarget::Off);
+    }
+
+    #[test]
+    fn access_log_is_off_stdout_or_a_path_relative_to_the_profile() {
+        let dir = std::env::temp_dir().join(format!("ringway-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (value, want) in [
+            ("off", AccessLogTarget::Off),
+            ("stdout", AccessLogTarget::Stdout),
+            (
+                "logs/a.jsonl",
+                AccessLogTarget::File(dir.join("logs/a.jsonl")),
+            ),
+            (
+                "/var/log/a.jsonl",
+                AccessLogTarget::File("/var/log/a.jsonl".into()),
+            ),
+        ] {
+            let path = dir.join("p.toml");
+            std::fs::write(
+                &path,
+                format!("{MINIMAL}\n[log]\naccess_log = \"{value}\"\n"),
+            )
+            .unwrap();
+            assert_eq!(Profile::load(&path).unwrap().log.access_log, want);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let err = parse(&format!("{MINIMAL}\n[log]\naccess_log = \"\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("access_log"), "{err}");
+    }
+
+    #[test]
+    fn admin_needs_an_address() {
+        let p = parse(&format!("{MINIMAL}\n[admin]\naddr = \"127.0.0.1:9090\"\n")).unwrap();
+        assert_eq!(p.admin.unwrap().addr.port(), 9090);
+        let err = parse(&format!("{MINIMAL}\n[admin]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("addr"), "{err}");
+        let err = parse(&format!(
+            "{MINIMAL}\n[admin]\naddr = \"127.0.0.1:9090\"\nport = 1\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("port"), "{err}");
     }
 
     #[test]

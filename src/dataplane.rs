@@ -2,13 +2,16 @@
 //! client connections, upstream keep-alive pool, buffers and counters. Workers only *read*
 //! route snapshots from the control plane; nothing on the request path takes a lock.
 
+mod access_log;
 mod buffers;
 mod conn;
 mod error;
 mod exchange;
 mod gather;
+mod record;
 mod respond;
 mod shutdown;
+pub mod stats;
 mod tunnel;
 mod upstream;
 mod view;

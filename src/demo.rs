@@ -110,8 +110,8 @@ pub fn demo_routes(users: SocketAddr, orders: SocketAddr) -> String {
     .to_string()
 }
 
-/// `ringway` with no arguments.
-pub fn run() -> anyhow::Result<ExitCode> {
+/// `ringway` with no arguments (on [`DEMO_ADDR`]), or `ringway demo --addr ADDR`.
+pub fn run(addr: SocketAddr) -> anyhow::Result<ExitCode> {
     let users = start_service("users").context("cannot start the demo users service")?;
     let orders = start_service("orders").context("cannot start the demo orders service")?;
     let dir = std::env::temp_dir().join(format!("ringway-demo-{}", std::process::id()));
@@ -120,7 +120,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     std::fs::write(&routes, demo_routes(users, orders))
         .with_context(|| format!("cannot write {}", routes.display()))?;
     let profile_text = format!(
-        "[node]\nworkers = 1\npin_workers = false\n\n[[listener]]\nname = \"mesh\"\naddr = \"{DEMO_ADDR}\"\nrole = \"mesh\"\n\n[routes]\nsource = \"file\"\nfile = {:?}\n",
+        "[node]\nworkers = 1\npin_workers = false\n\n[[listener]]\nname = \"mesh\"\naddr = \"{addr}\"\nrole = \"mesh\"\n\n[routes]\nsource = \"file\"\nfile = {:?}\n",
         routes.display().to_string()
     );
     let profile = Profile::parse(&profile_text, &dir.join("demo.toml"))?;
@@ -132,9 +132,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
     );
     println!();
     println!("try:");
-    println!("  curl -i http://{DEMO_ADDR}/users/42");
-    println!("  curl -i http://{DEMO_ADDR}/orders -d '{{\"item\":\"book\"}}'");
-    println!("  curl -i http://{DEMO_ADDR}/nowhere        # 404: no route");
+    println!("  curl -i http://{addr}/users/42");
+    println!("  curl -i http://{addr}/orders -d '{{\"item\":\"book\"}}'");
+    println!("  curl -i http://{addr}/nowhere        # 404: no route");
     println!();
     println!("Ctrl-C stops the demo.");
     let code = crate::node::run(profile);

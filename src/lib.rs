@@ -3,8 +3,10 @@
 //! Pure parts (no I/O): [`http`] (codec), [`route`] (model, expressions, table), [`config`]
 //! (profiles). The data plane ([`dataplane`], monoio) and the control plane ([`control`],
 //! route sources) never import each other's runtime; they meet at [`route::RouteTable`]
-//! snapshots published through [`control::TableHandle`].
+//! snapshots published through [`control::TableHandle`]. The [`admin`] endpoint reads both on
+//! a thread of its own.
 
+pub mod admin;
 pub mod config;
 pub mod control;
 pub mod dataplane;

@@ -36,13 +36,19 @@ enum Command {
     /// server key alive on a lease until SIGTERM/SIGINT (which revokes it).
     Register(Box<ringway::register::RegisterArgs>),
     /// Run the built-in demo: two small services and routes to them on loopback, no etcd.
-    Demo,
+    Demo {
+        /// Address of the demo's mesh listener.
+        #[arg(long, default_value = ringway::demo::DEMO_ADDR)]
+        addr: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        None | Some(Command::Demo) => ringway::demo::run(),
+        // DEMO_ADDR is a literal socket address, so parsing it cannot fail.
+        None => ringway::demo::run(ringway::demo::DEMO_ADDR.parse().expect("a valid address")),
+        Some(Command::Demo { addr }) => ringway::demo::run(addr),
         Some(Command::Run { profile }) => ringway::node::run_profile(&profile),
         Some(Command::Check { profile }) => ringway::node::check_profile(&profile),
         Some(Command::Register(args)) => ringway::register::run(*args),

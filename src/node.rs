@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::admin::{AdminServer, AdminState, ControlStatus, SourceStatus};
 use crate::config::{Profile, RouteSourceKind};
 use crate::control::etcd::{self, EtcdSource, Startup};
 use crate::control::{file, TableHandle};
@@ -46,11 +47,29 @@ enum RouteSource {
     Etcd(EtcdSource),
 }
 
+/// What the route source reports for the `ringway_etcd_*` gauges; a file source has nothing to
+/// say.
+fn control_status(profile: &Profile, routes: &TableHandle) -> Option<Arc<dyn ControlStatus>> {
+    match profile.routes.source {
+        RouteSourceKind::File => None,
+        RouteSourceKind::Etcd => Some(Arc::new(SourceStatus::new(
+            routes.clone(),
+            TableHandle::etcd_connected,
+            TableHandle::last_sync,
+        ))),
+    }
+}
+
 /// Serve until SIGTERM or SIGINT, then drain and return.
 pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
     let routes = TableHandle::new();
     let opts = compile_options(&profile);
     let stop = Arc::new(AtomicBool::new(false));
+    // Bound first: a busy or bad admin address is a start-up error.
+    let admin = match &profile.admin {
+        Some(a) => Some(AdminServer::bind(a.addr)?),
+        None => None,
+    };
     let source = match profile.routes.source {
         RouteSourceKind::File => {
             let f = profile
@@ -89,6 +108,13 @@ pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
             RouteSource::Etcd(source)
         }
     };
+    let admin_state = AdminState::new(routes.clone(), control_status(&profile, &routes));
+    if let Some(a) = admin {
+        let addr = a.local_addr()?;
+        a.spawn(admin_state.clone())
+            .context("cannot start the admin thread")?;
+        tracing::info!(addr = %addr, "admin endpoint listening");
+    }
 
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -97,6 +123,7 @@ pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
     .context("cannot install signal handlers")?;
     let cfg = Arc::new(DataPlaneConfig::from_profile(&profile));
     let workers = dataplane::start(cfg.clone(), routes.clone())?;
+    admin_state.serving(workers.stats());
     let driver = workers
         .drivers()
         .first()
@@ -114,6 +141,7 @@ pub fn run(profile: Profile) -> anyhow::Result<ExitCode> {
             "stopping: draining connections"
         );
     }
+    admin_state.draining();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     workers.stop();
     workers.join();

@@ -71,6 +71,8 @@ pub struct ThrottleSettings {
 pub struct Rejection {
     pub status: u16,
     pub message: Arc<str>,
+    /// Id of the middleware that refused.
+    pub middleware: Arc<str>,
     /// Time until the next token (rate limits); `None` for connection limits.
     pub retry_in_ns: Option<u64>,
 }
@@ -196,6 +198,7 @@ impl Throttle {
             let refused = |retry_in_ns| Rejection {
                 status: self.reject_status,
                 message: limit.message.clone(),
+                middleware: limit.middleware.clone(),
                 retry_in_ns,
             };
             match (entry, &limit.kind) {

@@ -65,6 +65,11 @@ impl BufPool {
             .unwrap_or_else(|| Vec::with_capacity(self.size))
     }
 
+    /// Whether `buf` came from this pool.
+    pub fn owns(&self, capacity: usize) -> bool {
+        capacity == self.size
+    }
+
     /// Return a buffer. Buffers of another size are simply dropped.
     pub fn give(&self, mut buf: Vec<u8>) {
         if buf.capacity() != self.size {

@@ -12,6 +12,7 @@ use monoio::net::TcpStream;
 use super::buffers::Scratch;
 use super::error::ProxyError;
 use super::exchange::{self, BodyState};
+use super::record::RequestRecord;
 use super::respond::{error_response, error_response_with};
 use super::view::RequestView;
 use super::worker::Worker;
@@ -21,7 +22,8 @@ use crate::http::{parse_request, BodyFraming, ChunkedDecoder, HeaderField, Parse
 pub struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
-    pub peer_ip: Box<str>,
+    /// The peer address as text, formatted once per connection (no heap).
+    pub peer_ip: PeerText,
     /// Bytes read from the client; the current request always starts at offset 0.
     pub rbuf: Vec<u8>,
     /// Lines the proxy adds to a forwarded head.
@@ -32,6 +34,29 @@ pub struct Conn {
     /// An error response was sent and the connection will close with the client's request
     /// perhaps unread: drain before closing so the client sees the response, not a reset.
     pub linger: bool,
+    /// Counters and access-log facts of the request in flight.
+    pub rec: RequestRecord,
+}
+
+/// An IP address as text in a fixed inline buffer (the longest IPv6 text is 45 bytes).
+pub struct PeerText {
+    buf: [u8; 46],
+    len: u8,
+}
+
+impl PeerText {
+    pub fn new(ip: std::net::IpAddr) -> PeerText {
+        use std::io::Write as _;
+        let mut buf = [0u8; 46];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cursor, "{ip}");
+        let len = cursor.position() as u8;
+        PeerText { buf, len }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
 }
 
 /// What happens after a request was answered.
@@ -43,21 +68,23 @@ pub enum Next {
 }
 
 pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
     w.active.set(w.active.get() + 1);
+    w.stats.connection_opened();
     let mut conn = Conn {
         stream,
         peer,
-        peer_ip: peer.ip().to_string().into_boxed_str(),
+        peer_ip: PeerText::new(peer.ip()),
         rbuf: Vec::with_capacity(w.cfg.idle_buffer_bytes),
         extra: Vec::new(),
         iov: Vec::new(),
         fields: Vec::new(),
         resp_fields: Vec::new(),
         linger: false,
+        rec: RequestRecord::default(),
     };
     let tunnel = conn.run(&w).await;
     conn.return_scratch(&w);
+    conn.end_connection(&w);
     w.bufs.give(std::mem::take(&mut conn.rbuf));
     // Rare endings are boxed so their state does not enlarge every connection's task.
     if let Some(up) = tunnel {
@@ -71,6 +98,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         Box::pin(lingering_close(conn.stream, w.bufs.take())).await;
     }
     w.active.set(w.active.get() - 1);
+    w.stats.connection_closed();
 }
 
 /// Half-close, then read and discard what the client still sends (up to a second), as nginx's
@@ -104,14 +132,18 @@ impl Conn {
                 Ok(HeadRead::Head(h)) => h,
                 Ok(HeadRead::Idle) => return None,
                 Err(e) => {
+                    self.begin_request(w, None);
                     self.answer_error(w, &e, false, false).await;
+                    self.end_request(w, false, true);
                     return None;
                 }
             };
+            self.begin_request(w, Some(&head));
             // The exchange's state lives in its own allocation for the length of the request
             // (recycled by the allocator's thread-local free list), so an idle connection's
             // task stays small instead of reserving room for the largest exchange state.
             let next = Box::pin(self.handle(w, head)).await;
+            self.end_request(w, true, !matches!(next, Next::KeepAlive));
             self.return_scratch(w);
             match next {
                 Next::KeepAlive if !w.shutdown.fired() => self.release_idle_buffer(w),
@@ -180,7 +212,10 @@ impl Conn {
         self.rbuf = back.into_inner();
         match res {
             Ok(0) => return false,
-            Ok(_) => return true,
+            Ok(n) => {
+                self.rec.rx += n as u64;
+                return true;
+            }
             Err(_) if !cancelled => return false,
             Err(_) => {}
         }
@@ -256,7 +291,7 @@ impl Conn {
             self.rbuf = back.into_inner();
             match res {
                 Ok(0) => return Err(ProxyError::ClientGone),
-                Ok(_) => {}
+                Ok(n) => self.rec.rx += n as u64,
                 Err(_) => return Err(ProxyError::ClientGone),
             }
         }
@@ -273,6 +308,7 @@ impl Conn {
         let Some(frontend) = table.lookup(&view) else {
             return self.refuse(w, &head, ProxyError::NoRoute).await;
         };
+        self.rec.frontend = Some(w.stats.frontend(&frontend.id));
         let limits = frontend
             .middlewares
             .iter()
@@ -281,7 +317,10 @@ impl Conn {
         // Held until the exchange ends (connlimit slots).
         let admission = match admitted {
             Ok(a) => a,
-            Err(r) => return self.refuse(w, &head, ProxyError::Throttled(r)).await,
+            Err(r) => {
+                w.stats.throttle_rejected(&r.middleware);
+                return self.refuse(w, &head, ProxyError::Throttled(r)).await;
+            }
         };
         let backend = table.backend(frontend.backend);
 
@@ -357,10 +396,15 @@ impl Conn {
             }
             None => error_response(&mut out, status, reason, keep_alive, head_only),
         }
+        let len = out.len() as u64;
         let res = monoio::time::timeout(w.cfg.timeouts.send(), self.stream.write_all(out)).await;
         match res {
             Ok((r, back)) => {
                 self.extra = back;
+                if r.is_ok() {
+                    self.rec.status = status;
+                    self.rec.tx += len;
+                }
                 r.is_ok()
             }
             Err(_) => false,

@@ -145,6 +145,9 @@ pub async fn proxy(
             let err = last_err.unwrap_or(ProxyError::NoServer);
             return finish_failed(c, w, head, body, err).await;
         };
+        if last_err.is_some() {
+            w.stats.upstream_retry();
+        }
         attempts_left -= 1;
         match attempt(c, w, head, fe, be, server, body, fresh_only).await {
             Outcome::Done(next) => {
@@ -153,6 +156,7 @@ pub async fn proxy(
             }
             Outcome::Aborted => return Next::Close,
             Outcome::Failed { err, retry } => {
+                w.stats.upstream_failed(&err);
                 let stale = matches!(err, ProxyError::Stale);
                 if err.marks_server() {
                     w.upstreams.mark_failed(server.addr);
@@ -204,6 +208,7 @@ async fn attempt(
     fresh_only: bool,
 ) -> Outcome {
     let addr = server.addr;
+    c.rec.upstream_attempt(addr);
     let replayable = body.complete;
     let idempotent = head.method.is_idempotent();
     let pooled = if fresh_only {
@@ -236,6 +241,7 @@ async fn attempt(
             }
         }
     };
+    w.stats.upstream_request(reused);
 
     // Head plus the body bytes that came with it, in one writev.
     let g = build_upstream_head(c, w, head, fe, server, body);
@@ -278,6 +284,7 @@ async fn attempt(
             if r.is_err() {
                 return Outcome::Aborted;
             }
+            c.rec.tx += CONTINUE_100.len() as u64;
         }
         if let Err(err) = stream_request_body(c, w, &mut up, body).await {
             return Outcome::Failed { err, retry: false };
@@ -361,7 +368,9 @@ fn build_upstream_head(
     }
     if !has_request_id {
         extra.extend_from_slice(b"X-Request-Id: ");
+        let id_start = extra.len();
         w.write_request_id(&mut extra);
+        c.rec.generated_request_id(&extra[id_start..]);
         extra.extend_from_slice(b"\r\n");
     }
     if head.upgrade {
@@ -422,7 +431,7 @@ async fn stream_request_body(
     body: &mut BodyState,
 ) -> Result<(), ProxyError> {
     c.rbuf.clear();
-    let mut buf = w.bufs.take();
+    let mut buf = w.body_bufs.take();
     loop {
         buf.clear();
         let cap = buf.capacity();
@@ -440,6 +449,7 @@ async fn stream_request_body(
             Ok(0) | Err(_) => return Err(ProxyError::ClientGone),
             Ok(n) => n,
         };
+        c.rec.rx += n as u64;
         let (k, done) = body.take(&buf[..n])?;
         if k > 0 {
             let write = up.write_all(buf.slice(0..k));
@@ -453,7 +463,7 @@ async fn stream_request_body(
             c.rbuf.extend_from_slice(&buf[k..n]);
             body.complete = true;
             body.buffered_end = 0;
-            w.bufs.give(buf);
+            w.give_buf(buf);
             return Ok(());
         }
     }
@@ -503,6 +513,7 @@ async fn read_response_head(
                         if r.is_err() {
                             return Err(Outcome::Aborted);
                         }
+                        c.rec.tx += rh.head_len as u64;
                     }
                     ubuf.drain(..rh.head_len);
                     scanned = 0;
@@ -606,6 +617,7 @@ async fn relay_response(
             return o;
         }
     };
+    c.rec.upstream_answered();
 
     if rh.status == 101 {
         if !head.upgrade {
@@ -660,9 +672,12 @@ async fn relay_response(
     g.push_extra(0, extra_len);
     g.push_static(b"\r\n");
     g.push_data(rh.head_len, rh.head_len + first_k);
+    let head_bytes = g.remaining() as u64;
     let sent = monoio::time::timeout(w.cfg.timeouts.send(), write_gather(&mut c.stream, g)).await;
     let mut ubuf = match sent {
         Ok((Ok(()), g)) => {
+            c.rec.status = rh.status;
+            c.rec.tx += head_bytes;
             let (ubuf, extra, iov) = g.into_parts();
             c.extra = extra;
             c.iov = iov;
@@ -670,6 +685,11 @@ async fn relay_response(
         }
         _ => return Outcome::Aborted,
     };
+    if !done {
+        // The rest of the body moves through a large buffer: fewer reads and writes per byte.
+        w.bufs
+            .give(std::mem::replace(&mut ubuf, w.body_bufs.take()));
+    }
 
     let read_timeout = be
         .settings
@@ -685,7 +705,10 @@ async fn relay_response(
         let (res, back) =
             match monoio::time::timeout(read_timeout, up.read(ubuf.slice_mut(0..want))).await {
                 Ok(r) => r,
-                Err(_) => return Outcome::Aborted,
+                Err(_) => {
+                    w.stats.upstream_failed(&ProxyError::UpstreamTimeout);
+                    return Outcome::Aborted;
+                }
             };
         ubuf = back.into_inner();
         let n = match res {
@@ -718,8 +741,9 @@ async fn relay_response(
             Ok((Ok(_), back)) => ubuf = back.into_inner(),
             _ => return Outcome::Aborted,
         }
+        c.rec.tx += k as u64;
     }
-    w.bufs.give(ubuf);
+    w.give_buf(ubuf);
     if rh.keep_alive && !surplus && rh.framing != BodyFraming::UntilClose {
         w.upstreams
             .put(server.addr, up, be.settings.max_idle_per_host);
@@ -740,10 +764,13 @@ async fn start_tunnel(
     ubuf: Vec<u8>,
     consume_end: usize,
 ) -> Outcome {
+    let sent = ubuf.len() as u64;
     let (r, _) = c.stream.write_all(ubuf).await;
     if r.is_err() {
         return Outcome::Aborted;
     }
+    c.rec.status = 101;
+    c.rec.tx += sent;
     let early: Vec<u8> = c.rbuf[consume_end.min(c.rbuf.len())..].to_vec();
     if !early.is_empty() {
         let (r, _) = up.write_all(early).await;

@@ -43,6 +43,11 @@ impl Gather {
         g
     }
 
+    /// Bytes still to be written.
+    pub fn remaining(&self) -> usize {
+        self.total
+    }
+
     /// Take the buffers back: (data, extra, iovec storage).
     pub fn into_parts(self) -> (Vec<u8>, Vec<u8>, Vec<libc::iovec>) {
         (self.data, self.extra, self.iov)

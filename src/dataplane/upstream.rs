@@ -171,8 +171,14 @@ impl Upstreams {
             }
         }
         if h.fails >= self.settings.max_fails {
+            let was_down = h.down_until.is_some_and(|t| now < t);
             h.down_until = Some(now + self.settings.fail_timeout);
-            tracing::warn!(server = %addr, "upstream marked down after {} failure(s)", h.fails);
+            // Once per outage, not once per request that still reaches it (panic mode).
+            if was_down {
+                tracing::debug!(server = %addr, "upstream still down after {} failure(s)", h.fails);
+            } else {
+                tracing::warn!(server = %addr, "upstream marked down after {} failure(s)", h.fails);
+            }
         }
         // Its pooled connections are suspect too.
         drop(health);

@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpListener;
 
+use super::access_log::AccessLog;
 use super::buffers::{BufPool, ScratchPool};
 use super::conn::serve;
 use super::shutdown::Shutdown;
+use super::stats::{NodeStats, WorkerShared, WorkerStats};
 use super::upstream::{UpstreamSettings, Upstreams};
 use crate::config::{
-    IoDriver, ListenerConfig, ListenerRole, Profile, TimeoutsConfig, UpstreamConfig, Workers,
+    AccessLogTarget, IoDriver, ListenerConfig, ListenerRole, Profile, TimeoutsConfig,
+    UpstreamConfig, Workers,
 };
 use crate::control::TableHandle;
 use crate::http::HeadLimits;
@@ -35,6 +38,7 @@ pub struct DataPlaneConfig {
     pub upstream_head_limits: HeadLimits,
     pub max_body_bytes: u64,
     pub buffer_bytes: usize,
+    pub body_buffer_bytes: usize,
     pub idle_buffer_bytes: usize,
     pub timeouts: TimeoutsConfig,
     pub upstream: UpstreamConfig,
@@ -42,6 +46,7 @@ pub struct DataPlaneConfig {
     pub throttle: ThrottleSettings,
     /// Node-wide throttle budgets, shared by every worker (batched access, see `throttle`).
     pub throttle_budgets: Arc<SharedBudgets>,
+    pub access_log: AccessLogTarget,
 }
 
 impl DataPlaneConfig {
@@ -73,10 +78,12 @@ impl DataPlaneConfig {
             },
             max_body_bytes: p.limits.max_body_bytes,
             buffer_bytes: p.limits.buffer_bytes,
+            body_buffer_bytes: p.limits.body_buffer_bytes,
             idle_buffer_bytes: p.limits.idle_buffer_bytes,
             timeouts: p.timeouts.clone(),
             upstream: p.upstream.clone(),
             shutdown_grace: Duration::from_secs(p.node.shutdown_grace_secs),
+            access_log: p.log.access_log.clone(),
         }
     }
 }
@@ -106,9 +113,15 @@ pub struct Worker {
     /// traffic between cores), the `Arc` is replaced only when a new table was published.
     #[allow(clippy::redundant_allocation)]
     table: RefCell<Rc<Arc<RouteTable>>>,
+    /// Buffers for heads and small bodies.
     pub bufs: BufPool,
+    /// Larger buffers for streaming the rest of a body.
+    pub body_bufs: BufPool,
     pub scratch: ScratchPool,
     pub upstreams: Upstreams,
+    /// Counters for `/metrics`, written only by this worker.
+    pub stats: WorkerStats,
+    pub access_log: AccessLog,
     pub shutdown: Shutdown,
     pub throttle: RefCell<Throttle>,
     /// Client connections currently open.
@@ -130,6 +143,15 @@ impl Worker {
         cached.clone()
     }
 
+    /// Return a buffer to the pool it came from.
+    pub fn give_buf(&self, buf: Vec<u8>) {
+        if self.body_bufs.owns(buf.capacity()) {
+            self.body_bufs.give(buf);
+        } else {
+            self.bufs.give(buf);
+        }
+    }
+
     pub fn write_request_id(&self, out: &mut Vec<u8>) {
         let n = self.id_counter.get().wrapping_add(1);
         self.id_counter.set(n);
@@ -142,12 +164,18 @@ pub struct WorkerSet {
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     drivers: Vec<Driver>,
+    stats: Arc<NodeStats>,
 }
 
 impl WorkerSet {
     /// Event loop of each worker.
     pub fn drivers(&self) -> &[Driver] {
         &self.drivers
+    }
+
+    /// Every worker's counters, for the admin endpoint.
+    pub fn stats(&self) -> Arc<NodeStats> {
+        self.stats.clone()
     }
 
     /// Stop accepting, let in-flight requests finish (up to the grace period), close idle
@@ -200,6 +228,7 @@ fn random_seed(worker: usize) -> u64 {
 pub fn start(cfg: Arc<DataPlaneConfig>, routes: TableHandle) -> anyhow::Result<WorkerSet> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(NodeStats::new(cfg.workers));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Driver, String>>();
     let mut threads = Vec::new();
     for i in 0..cfg.workers {
@@ -213,6 +242,7 @@ pub fn start(cfg: Arc<DataPlaneConfig>, routes: TableHandle) -> anyhow::Result<W
         let core = (cfg.pin && !cores.is_empty()).then(|| cores[i % cores.len()]);
         let (cfg, routes, stop, ready) =
             (cfg.clone(), routes.clone(), stop.clone(), ready_tx.clone());
+        let shared = stats.worker(i);
         let t = std::thread::Builder::new()
             .name(format!("ringway-w{i}"))
             .spawn(move || {
@@ -221,7 +251,7 @@ pub fn start(cfg: Arc<DataPlaneConfig>, routes: TableHandle) -> anyhow::Result<W
                         tracing::warn!(worker = i, "could not pin to core {}", core.id);
                     }
                 }
-                run_worker(i, cfg, routes, sockets, stop, ready);
+                run_worker(i, cfg, routes, sockets, stop, ready, shared);
             })?;
         threads.push(t);
     }
@@ -241,6 +271,7 @@ pub fn start(cfg: Arc<DataPlaneConfig>, routes: TableHandle) -> anyhow::Result<W
         threads,
         stop,
         drivers,
+        stats,
     })
 }
 
@@ -253,11 +284,14 @@ fn run_worker(
     sockets: Sockets,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<Driver, String>>,
+    shared: Arc<WorkerShared>,
 ) {
     macro_rules! run_on {
         ($rt:expr, $driver:expr) => {{
             let mut rt = $rt;
-            rt.block_on(worker_main(id, cfg, routes, sockets, stop, ready, $driver));
+            rt.block_on(worker_main(
+                id, cfg, routes, sockets, stop, ready, $driver, shared,
+            ));
         }};
     }
     let want_uring = cfg.io_driver != IoDriver::Epoll && monoio::utils::detect_uring();
@@ -313,6 +347,7 @@ fn run_worker(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn worker_main(
     id: usize,
     cfg: Arc<DataPlaneConfig>,
@@ -321,11 +356,22 @@ async fn worker_main(
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<Driver, String>>,
     driver: Driver,
+    shared: Arc<WorkerShared>,
 ) {
+    let access_log = match AccessLog::open(&cfg.access_log) {
+        Ok(log) => log,
+        Err(e) => {
+            let _ = ready.send(Err(format!("access log {}: {e}", cfg.access_log)));
+            return;
+        }
+    };
+    let stats = WorkerStats::new(shared);
+    stats.set_driver(driver);
     let table = Rc::new(routes.load());
     let w = Rc::new(Worker {
         id,
         bufs: BufPool::new(cfg.buffer_bytes, 1024),
+        body_bufs: BufPool::new(cfg.body_buffer_bytes, 256),
         scratch: ScratchPool::default(),
         upstreams: Upstreams::new(UpstreamSettings {
             max_idle_per_server: cfg.upstream.max_idle_per_server,
@@ -334,6 +380,8 @@ async fn worker_main(
             fail_timeout: Duration::from_millis(cfg.upstream.fail_timeout_ms),
         }),
         throttle: RefCell::new(Throttle::new(cfg.throttle_budgets.clone(), &cfg.throttle)),
+        stats,
+        access_log,
         cfg,
         routes,
         table: RefCell::new(table),
@@ -352,10 +400,15 @@ async fn worker_main(
             }
         }
     }
-    let accepting: Vec<_> = listeners
-        .into_iter()
-        .map(|(l, role, _)| monoio::spawn(accept_loop(w.clone(), l, role)))
-        .collect();
+    // Several accepts in flight per listener, so a burst of new connections is taken in one
+    // pass through the ring instead of one accept per loop iteration.
+    let mut accepting = Vec::new();
+    for (l, role, _) in listeners {
+        let l = Rc::new(l);
+        for _ in 0..ACCEPTS_IN_FLIGHT {
+            accepting.push(monoio::spawn(accept_loop(w.clone(), l.clone(), role)));
+        }
+    }
     tracing::info!(worker = id, driver = %driver, "worker serving");
     let _ = ready.send(Ok(driver));
     drop(ready);
@@ -364,6 +417,8 @@ async fn worker_main(
     while !stop.load(Ordering::Relaxed) {
         monoio::time::sleep(Duration::from_millis(50)).await;
         w.throttle.borrow_mut().sweep();
+        w.stats.tick(&w.table());
+        w.access_log.flush();
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             w.upstreams.sweep();
             last_sweep = Instant::now();
@@ -384,9 +439,14 @@ async fn worker_main(
             "grace period over; closing connections"
         );
     }
+    w.access_log.flush();
 }
 
-async fn accept_loop(w: Rc<Worker>, listener: TcpListener, role: ListenerRole) {
+/// Accept operations kept pending per listener and worker.
+const ACCEPTS_IN_FLIGHT: usize = 4;
+
+/// Accepted sockets inherit TCP_NODELAY from the listener, so no per-connection setsockopt.
+async fn accept_loop(w: Rc<Worker>, listener: Rc<TcpListener>, role: ListenerRole) {
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,

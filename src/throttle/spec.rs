@@ -80,6 +80,8 @@ pub struct Limit {
     pub identity: u64,
     /// Body of the rejection, naming the limit.
     pub message: Arc<str>,
+    /// The middleware's id, for the rejection counters.
+    pub middleware: Arc<str>,
 }
 
 #[derive(Deserialize)]
@@ -158,6 +160,7 @@ pub fn parse(
                 kind: LimitKind::Rate(rate),
                 variable,
                 message: message.into(),
+                middleware: middleware.into(),
             }))
         }
         "connlimit" => {
@@ -172,6 +175,7 @@ pub fn parse(
                 kind: LimitKind::Connections(n),
                 variable,
                 message: message.into(),
+                middleware: middleware.into(),
             }))
         }
         _ => Ok(None),

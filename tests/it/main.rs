@@ -1,6 +1,7 @@
 //! Integration tests: the real `ringway` binary against real TCP origins on loopback, and
 //! against a real etcd.
 
+mod admin;
 mod cli;
 mod deploy;
 mod etcd;

@@ -69,3 +69,52 @@ fn a_connection_idle_past_the_hot_window_still_serves_its_next_request() {
         "GET /split"
     );
 }
+
+#[test]
+fn the_demo_serves_the_curl_lines_it_prints() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let hold = crate::harness::PortHold::new();
+    let addr = hold.addr();
+    let mut child = Command::new(crate::harness::ringway_bin())
+        .args(["demo", "--addr", &addr.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the demo");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut curls = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("Ctrl-C") {
+            break;
+        }
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            curls.push(url.to_string());
+        }
+    }
+    drop(hold);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(std::time::Instant::now() < deadline, "demo never listened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(curls.len(), 3, "{curls:?}");
+    let path = |u: &str| u.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap();
+    let users = get(addr, &path(&curls[0]));
+    assert_eq!(users.status, 200);
+    assert!(
+        users.text().contains("\"service\":\"users\""),
+        "{}",
+        users.text()
+    );
+    let orders = get(addr, &path(&curls[1]));
+    assert!(
+        orders.text().contains("\"service\":\"orders\""),
+        "{}",
+        orders.text()
+    );
+    assert_eq!(get(addr, &path(&curls[2])).status, 404);
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,509 @@
+//! `/metrics` in the Prometheus text exposition format 0.0.4: every family with `# HELP` and
+//! `# TYPE`, label values escaped, per-worker counters summed at scrape time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::ControlStatus;
+use crate::dataplane::stats::{NodeStats, DURATION_BUCKETS};
+use crate::route::RouteTable;
+
+/// What a scrape reads.
+pub struct Sources<'a> {
+    /// `None` until the workers run.
+    pub stats: Option<&'a NodeStats>,
+    pub table: &'a RouteTable,
+    pub loaded: bool,
+    /// `None` for the file source: the etcd families then have no samples.
+    pub control: Option<&'a dyn ControlStatus>,
+}
+
+/// A frontend's counters summed over workers.
+#[derive(Default)]
+struct FrontendTotals {
+    requests: [u64; 5],
+    buckets: [u64; 15],
+    sum_ns: u64,
+}
+
+/// Writes families and samples; label values and help text are escaped here.
+struct Exposition<'a> {
+    out: &'a mut String,
+}
+
+impl Exposition<'_> {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        self.out.push_str("# HELP ");
+        self.out.push_str(name);
+        self.out.push(' ');
+        escape_help(self.out, help);
+        self.out.push_str("\n# TYPE ");
+        self.out.push_str(name);
+        self.out.push(' ');
+        self.out.push_str(kind);
+        self.out.push('\n');
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: Value) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                escape_label_value(self.out, v);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        value.write(self.out);
+        self.out.push('\n');
+    }
+}
+
+/// A sample value.
+#[derive(Clone, Copy)]
+enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+impl Value {
+    fn write(self, out: &mut String) {
+        // Writing to a String cannot fail.
+        match self {
+            Value::Int(v) => {
+                let _ = write!(out, "{v}");
+            }
+            Value::Float(v) => format_float(out, v),
+        }
+    }
+}
+
+/// Go's `strconv.ParseFloat` spellings for the special values, plain decimal otherwise.
+pub fn format_float(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if v == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// Label values: backslash, double quote and line feed are escaped (`\\`, `\"`, `\n`).
+pub fn escape_label_value(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Help text: backslash and line feed are escaped.
+pub fn escape_help(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Render every family.
+pub fn render(out: &mut String, src: &Sources<'_>) {
+    let mut x = Exposition { out };
+    let workers = src.stats.map_or(&[][..], |s| s.workers());
+
+    let mut frontends: BTreeMap<String, FrontendTotals> = BTreeMap::new();
+    let mut throttled: BTreeMap<String, u64> = BTreeMap::new();
+    for w in workers {
+        for (id, c) in w.frontends.load().iter() {
+            let t = frontends.entry(id.to_string()).or_default();
+            for (i, r) in c.requests.iter().enumerate() {
+                t.requests[i] += r.load(Relaxed);
+            }
+            for (i, b) in c.buckets.iter().enumerate() {
+                t.buckets[i] += b.load(Relaxed);
+            }
+            t.sum_ns += c.duration_sum_ns.load(Relaxed);
+        }
+        for (id, c) in w.throttle_rejections.load().iter() {
+            *throttled.entry(id.to_string()).or_default() += c.load(Relaxed);
+        }
+    }
+    let total = |f: fn(&crate::dataplane::stats::WorkerCounters) -> u64| -> Value {
+        Value::Int(workers.iter().map(|w| f(&w.counters)).sum())
+    };
+
+    x.family(
+        "ringway_requests_total",
+        "counter",
+        "Requests answered, by frontend and status class; frontend=\"\" matched no route.",
+    );
+    for (id, t) in &frontends {
+        for (class, n) in CODE_CLASSES.iter().zip(t.requests) {
+            if n > 0 {
+                x.sample(
+                    "ringway_requests_total",
+                    &[("frontend", id), ("code_class", class)],
+                    Value::Int(n),
+                );
+            }
+        }
+    }
+
+    x.family(
+        "ringway_request_duration_seconds",
+        "histogram",
+        "Time from a request head's arrival to the end of its response, by frontend.",
+    );
+    for (id, t) in &frontends {
+        let mut cumulative = 0;
+        let mut le = String::new();
+        for (bound, n) in DURATION_BUCKETS.iter().zip(t.buckets) {
+            cumulative += n;
+            le.clear();
+            format_float(&mut le, *bound);
+            x.sample(
+                "ringway_request_duration_seconds_bucket",
+                &[("frontend", id), ("le", &le)],
+                Value::Int(cumulative),
+            );
+        }
+        cumulative += t.buckets[DURATION_BUCKETS.len()];
+        x.sample(
+            "ringway_request_duration_seconds_bucket",
+            &[("frontend", id), ("le", "+Inf")],
+            Value::Int(cumulative),
+        );
+        x.sample(
+            "ringway_request_duration_seconds_sum",
+            &[("frontend", id)],
+            Value::Float(t.sum_ns as f64 / 1e9),
+        );
+        x.sample(
+            "ringway_request_duration_seconds_count",
+            &[("frontend", id)],
+            Value::Int(cumulative),
+        );
+    }
+
+    x.family(
+        "ringway_received_bytes_total",
+        "counter",
+        "Bytes read from clients.",
+    );
+    x.sample(
+        "ringway_received_bytes_total",
+        &[],
+        total(|c| c.received_bytes.load(Relaxed)),
+    );
+    x.family(
+        "ringway_sent_bytes_total",
+        "counter",
+        "Bytes written to clients.",
+    );
+    x.sample(
+        "ringway_sent_bytes_total",
+        &[],
+        total(|c| c.sent_bytes.load(Relaxed)),
+    );
+
+    x.family(
+        "ringway_connections_active",
+        "gauge",
+        "Client connections open, by worker.",
+    );
+    let mut id = String::new();
+    for (i, w) in workers.iter().enumerate() {
+        id.clear();
+        let _ = write!(id, "{i}");
+        x.sample(
+            "ringway_connections_active",
+            &[("worker", &id)],
+            Value::Int(w.counters.connections_active.load(Relaxed)),
+        );
+    }
+    x.family(
+        "ringway_connections_total",
+        "counter",
+        "Client connections accepted, by worker.",
+    );
+    for (i, w) in workers.iter().enumerate() {
+        id.clear();
+        let _ = write!(id, "{i}");
+        x.sample(
+            "ringway_connections_total",
+            &[("worker", &id)],
+            Value::Int(w.counters.connections_total.load(Relaxed)),
+        );
+    }
+
+    x.family(
+        "ringway_upstream_connect_errors_total",
+        "counter",
+        "Upstream connects that failed or timed out.",
+    );
+    x.sample(
+        "ringway_upstream_connect_errors_total",
+        &[],
+        total(|c| c.upstream_connect_errors.load(Relaxed)),
+    );
+    x.family(
+        "ringway_upstream_timeouts_total",
+        "counter",
+        "Upstream connect, write and read deadlines that expired.",
+    );
+    x.sample(
+        "ringway_upstream_timeouts_total",
+        &[],
+        total(|c| c.upstream_timeouts.load(Relaxed)),
+    );
+    x.family(
+        "ringway_upstream_requests_total",
+        "counter",
+        "Requests sent to servers, on a pooled (reused=\"true\") or a new connection.",
+    );
+    x.sample(
+        "ringway_upstream_requests_total",
+        &[("reused", "false")],
+        total(|c| c.upstream_requests_fresh.load(Relaxed)),
+    );
+    x.sample(
+        "ringway_upstream_requests_total",
+        &[("reused", "true")],
+        total(|c| c.upstream_requests_reused.load(Relaxed)),
+    );
+    x.family(
+        "ringway_upstream_retries_total",
+        "counter",
+        "Further attempts after a failed one, on another server or a new connection.",
+    );
+    x.sample(
+        "ringway_upstream_retries_total",
+        &[],
+        total(|c| c.upstream_retries.load(Relaxed)),
+    );
+
+    x.family(
+        "ringway_throttle_rejections_total",
+        "counter",
+        "Requests refused by a throttling middleware, by middleware id.",
+    );
+    for (mid, n) in &throttled {
+        x.sample(
+            "ringway_throttle_rejections_total",
+            &[("middleware", mid)],
+            Value::Int(*n),
+        );
+    }
+
+    x.family(
+        "ringway_route_table_revision",
+        "gauge",
+        "Revision of the route table in use.",
+    );
+    x.sample(
+        "ringway_route_table_revision",
+        &[],
+        Value::Float(src.table.revision() as f64),
+    );
+    x.family(
+        "ringway_route_table_frontends",
+        "gauge",
+        "Frontends in the route table in use.",
+    );
+    x.sample(
+        "ringway_route_table_frontends",
+        &[],
+        Value::Int(src.table.frontends().len() as u64),
+    );
+    x.family(
+        "ringway_route_table_loaded",
+        "gauge",
+        "1 once a route table was loaded.",
+    );
+    x.sample(
+        "ringway_route_table_loaded",
+        &[],
+        Value::Int(u64::from(src.loaded)),
+    );
+
+    x.family(
+        "ringway_etcd_connected",
+        "gauge",
+        "1 while the etcd route source holds a working connection (no sample for a file source).",
+    );
+    if let Some(c) = src.control {
+        x.sample(
+            "ringway_etcd_connected",
+            &[],
+            Value::Int(u64::from(c.etcd_connected())),
+        );
+    }
+    x.family(
+        "ringway_etcd_last_sync_seconds",
+        "gauge",
+        "Seconds since the last successful sync with etcd; NaN before the first (no sample for a file source).",
+    );
+    if let Some(c) = src.control {
+        let last = c.last_sync_unix();
+        let age = if last == 0 {
+            f64::NAN
+        } else {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            (now - last as f64).max(0.0)
+        };
+        x.sample("ringway_etcd_last_sync_seconds", &[], Value::Float(age));
+    }
+
+    x.family(
+        "ringway_worker_io_driver",
+        "gauge",
+        "The event loop each worker runs on (always 1).",
+    );
+    for (i, w) in workers.iter().enumerate() {
+        if let Some(d) = w.counters.driver() {
+            id.clear();
+            let _ = write!(id, "{i}");
+            let driver = d.to_string();
+            x.sample(
+                "ringway_worker_io_driver",
+                &[("worker", &id), ("driver", &driver)],
+                Value::Int(1),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_escape_backslash_quote_and_newline_only() {
+        let mut out = String::new();
+        escape_label_value(&mut out, "a\\b\"c\nd\té");
+        assert_eq!(out, "a\\\\b\\\"c\\nd\té");
+        let mut help = String::new();
+        escape_help(&mut help, "x\\y\"z\n");
+        assert_eq!(help, "x\\\\y\"z\\n");
+    }
+
+    #[test]
+    fn samples_carry_escaped_labels_and_special_floats() {
+        let mut out = String::new();
+        let mut x = Exposition { out: &mut out };
+        x.family("m", "gauge", "help \\ me\nplease");
+        x.sample("m", &[("frontend", "a\"b"), ("le", "+Inf")], Value::Int(3));
+        x.sample("m", &[], Value::Float(f64::NAN));
+        x.sample("m", &[], Value::Float(0.0005));
+        assert_eq!(
+            out,
+            "# HELP m help \\\\ me\\nplease\n# TYPE m gauge\nm{frontend=\"a\\\"b\",le=\"+Inf\"} 3\nm NaN\nm 0.0005\n"
+        );
+    }
+
+    fn scrape(stats: &NodeStats, control: Option<&dyn ControlStatus>) -> String {
+        let mut out = String::new();
+        render(
+            &mut out,
+            &Sources {
+                stats: Some(stats),
+                table: &RouteTable::empty(),
+                loaded: true,
+                control,
+            },
+        );
+        out
+    }
+
+    #[test]
+    fn histograms_are_cumulative_and_count_equals_the_inf_bucket() {
+        use crate::dataplane::stats::WorkerStats;
+        use std::sync::Arc;
+        use std::time::Duration;
+        let stats = NodeStats::new(2);
+        for (i, w) in stats.workers().iter().enumerate() {
+            let ws = WorkerStats::new(w.clone());
+            let f = ws.frontend(&Arc::from("we\"ird"));
+            ws.request(&f, 200, Duration::from_micros(300));
+            ws.request(&f, 503, Duration::from_millis(30 * (i as u64 + 1)));
+            ws.request(&f, 200, Duration::from_secs(20));
+            ws.tick(&RouteTable::empty());
+        }
+        let text = scrape(&stats, None);
+        let fe = "frontend=\"we\\\"ird\"";
+        let want = [
+            format!("ringway_requests_total{{{fe},code_class=\"2xx\"}} 4"),
+            format!("ringway_requests_total{{{fe},code_class=\"5xx\"}} 2"),
+            format!("ringway_request_duration_seconds_bucket{{{fe},le=\"0.0005\"}} 2"),
+            format!("ringway_request_duration_seconds_bucket{{{fe},le=\"0.025\"}} 2"),
+            format!("ringway_request_duration_seconds_bucket{{{fe},le=\"0.05\"}} 3"),
+            format!("ringway_request_duration_seconds_bucket{{{fe},le=\"0.1\"}} 4"),
+            format!("ringway_request_duration_seconds_bucket{{{fe},le=\"10\"}} 4"),
+            format!("ringway_request_duration_seconds_bucket{{{fe},le=\"+Inf\"}} 6"),
+            format!("ringway_request_duration_seconds_count{{{fe}}} 6"),
+            format!("ringway_request_duration_seconds_sum{{{fe}}} 40.0906"),
+        ];
+        for line in want {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert!(
+            !text.lines().any(|l| l.starts_with("ringway_etcd")),
+            "no etcd sample for a file source"
+        );
+    }
+
+    #[test]
+    fn etcd_gauges_follow_the_control_status() {
+        struct Fake(u64);
+        impl ControlStatus for Fake {
+            fn etcd_connected(&self) -> bool {
+                true
+            }
+            fn last_sync_unix(&self) -> u64 {
+                self.0
+            }
+        }
+        let stats = NodeStats::new(1);
+        let text = scrape(&stats, Some(&Fake(0)));
+        assert!(text.contains("\nringway_etcd_connected 1\n"), "{text}");
+        assert!(
+            text.contains("\nringway_etcd_last_sync_seconds NaN\n"),
+            "{text}"
+        );
+        let pos = |s: &str| text.find(s).unwrap();
+        assert!(pos("# TYPE ringway_etcd_connected") < pos("\nringway_etcd_connected 1\n"));
+        assert!(pos("\nringway_etcd_connected 1\n") < pos("# HELP ringway_etcd_last_sync"));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let text = scrape(&stats, Some(&Fake(now - 5)));
+        let age: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ringway_etcd_last_sync_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((4.0..60.0).contains(&age), "{age}");
+    }
+}
