@@ -283,6 +283,11 @@ pub struct RoutesConfig {
     /// How often the routes file is checked for changes, in milliseconds. Default 500.
     #[serde(default = "default_poll_ms")]
     pub file_poll_ms: u64,
+    /// Host aliases, as vulcand's `-aliases`: `{ localhost = "node-17.mesh" }` makes frontends
+    /// whose route says `Host("localhost")` also serve requests for `node-17.mesh`, so routes
+    /// registered for "this node" work whatever name callers use. Default: none.
+    #[serde(default)]
+    pub host_aliases: std::collections::BTreeMap<String, String>,
 }
 
 fn default_poll_ms() -> u64 {

@@ -66,6 +66,12 @@ fn set_log_level(level: &str) -> bool {
 pub fn compile_options(profile: &Profile) -> CompileOptions {
     CompileOptions {
         prefix: profile.etcd.prefix.clone(),
+        host_aliases: profile
+            .routes
+            .host_aliases
+            .iter()
+            .map(|(from, to)| (from.to_ascii_lowercase(), to.to_ascii_lowercase()))
+            .collect(),
     }
 }
 

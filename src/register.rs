@@ -194,6 +194,7 @@ impl Plan {
         }
         let opts = CompileOptions {
             prefix: prefix.to_string(),
+            ..CompileOptions::default()
         };
         let report = compile(&kv, &opts).report;
         if let Some(s) = report.skipped.iter().find(|s| ours.contains(&s.key)) {

@@ -142,6 +142,16 @@ impl Profile {
         if self.routes.file_poll_ms == 0 {
             return Err(invalid("routes.file_poll_ms", "must be at least 1".into()));
         }
+        for (from, to) in &self.routes.host_aliases {
+            let valid =
+                |h: &str| crate::http::fields::is_valid_host(h.as_bytes()) && !h.contains(':');
+            if !valid(from) || !valid(to) {
+                return Err(invalid(
+                    &format!("routes.host_aliases.{from}"),
+                    format!("{from:?} = {to:?}: both sides must be host names without port"),
+                ));
+            }
+        }
         if !(2..=32768).contains(&self.node.ring_entries)
             || !self.node.ring_entries.is_power_of_two()
         {

@@ -107,6 +107,10 @@ fn bad_values_name_file_key_and_reason() {
         ("[log]\nlevel = \"loud\"\n", "log.level"),
         ("[etcd]\nprefix = \"vulcand\"\n", "etcd.prefix"),
         (
+            "[routes.host_aliases]\nlocalhost = \"a b\"\n",
+            "routes.host_aliases.localhost",
+        ),
+        (
             "[etcd]\nendpoints = [\"127.0.0.1:2379\"]\n",
             "etcd.endpoints[0]",
         ),

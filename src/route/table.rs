@@ -57,12 +57,16 @@ use super::{Backend, Frontend, KvSet, RouteRequest};
 pub struct CompileOptions {
     /// Key prefix, `/vulcand` by default.
     pub prefix: String,
+    /// (host, alias) pairs, lowercase: a frontend with `Host(host)` also serves requests for
+    /// `alias` (vulcand's `-aliases`). Empty by default.
+    pub host_aliases: Vec<(String, String)>,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions {
             prefix: "/vulcand".to_string(),
+            host_aliases: Vec::new(),
         }
     }
 }
@@ -395,7 +399,7 @@ pub fn compile(kv: &KvSet, opts: &CompileOptions) -> Compiled {
         frontends.push(c.frontend);
         routes.push(c.route);
     }
-    let hosts = index(&routes);
+    let hosts = index(&routes, &opts.host_aliases);
     let conflicts = conflicts(&frontends, &routes);
     let mut skipped = docs.skipped;
     skipped.sort_by(|a, b| a.key.cmp(&b.key));
@@ -411,7 +415,7 @@ pub fn compile(kv: &KvSet, opts: &CompileOptions) -> Compiled {
     }
 }
 
-fn index(routes: &[RouteInfo]) -> HostIndex {
+fn index(routes: &[RouteInfo], aliases: &[(String, String)]) -> HostIndex {
     let mut hosts = HostIndex::default();
     let mut templates: HashMap<String, usize> = HashMap::new();
     let mut regexes: HashMap<String, usize> = HashMap::new();
@@ -438,12 +442,24 @@ fn index(routes: &[RouteInfo]) -> HostIndex {
             }
             _ => &mut hosts.any,
         };
-        let key = match route.path.map(|i| &route.expr.matchers[i]) {
+        let key = || match route.path.map(|i| &route.expr.matchers[i]) {
             Some(Matcher::Path(t)) => PathKey::Template(t),
             Some(Matcher::PathPrefix(p)) => PathKey::Prefix(p),
             _ => PathKey::Other,
         };
-        bucket.insert(key, rank);
+        bucket.insert(key(), rank);
+        if let Some(Matcher::Host(t)) = route.host.map(|i| &route.expr.matchers[i]) {
+            if t.is_literal() {
+                let name = t.normalized();
+                for (_, alias) in aliases.iter().filter(|(from, _)| *from == name) {
+                    hosts
+                        .exact
+                        .entry(alias.as_bytes().into())
+                        .or_insert_with(PathIndex::new)
+                        .insert(key(), rank);
+                }
+            }
+        }
     }
     hosts
 }

@@ -199,8 +199,17 @@ fn with_etcd_down_the_snapshot_is_served() {
 fn with_etcd_down_and_no_snapshot_nothing_routes_until_etcd_starts() {
     let origin = Origin::ok();
     let mut etcd = EtcdServer::stopped();
-    let rw = Ringway::start_etcd(TempDir::new("node"), &etcd.endpoint(), false, "");
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], crate::harness::free_port()));
+    let rw = Ringway::start_etcd(
+        TempDir::new("node"),
+        &etcd.endpoint(),
+        false,
+        &format!("[admin]\naddr = \"{admin}\"\n"),
+    );
     assert_eq!(status(&rw, "/users/1"), 404);
+    let ready = get(admin, "/readyz");
+    assert_eq!(ready.status, 503, "not ready without any route table");
+    assert!(ready.text().contains("no route table"), "{}", ready.text());
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(status(&rw, "/users/1"), 404, "{}", rw.log());
 
@@ -215,6 +224,11 @@ fn with_etcd_down_and_no_snapshot_nothing_routes_until_etcd_starts() {
         200,
         Duration::from_secs(12),
         "routes once etcd started",
+    );
+    assert_eq!(
+        get(admin, "/readyz").status,
+        200,
+        "ready once etcd answered"
     );
 }
 

@@ -118,3 +118,28 @@ fn the_demo_serves_the_curl_lines_it_prints() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn host_aliases_route_this_nodes_name_to_localhost_frontends() {
+    let origin = Origin::echo();
+    let routes = routes_json(
+        &[("b1", &[origin.addr])],
+        &[("local", "b1", "Host(`localhost`) && PathPrefix(`/`)")],
+    );
+    let rw = Ringway::start(
+        &routes,
+        "[routes.host_aliases]\nlocalhost = \"node-17.mesh\"\n",
+    );
+    let ask = |host: &str| {
+        crate::harness::request(
+            rw.addr,
+            format!("GET /who HTTP/1.1\r\nHost: {host}:9003\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("a response")
+        .status
+    };
+    assert_eq!(ask("node-17.mesh"), 200);
+    assert_eq!(ask("localhost"), 200);
+    assert_eq!(ask("node-18.mesh"), 404);
+}

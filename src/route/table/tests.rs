@@ -190,6 +190,7 @@ fn a_custom_prefix_is_honoured() {
     );
     let opts = CompileOptions {
         prefix: "/mesh/".into(),
+        ..CompileOptions::default()
     };
     let compiled = compile(&set, &opts);
     assert_eq!(compiled.report, Report::default());
@@ -638,3 +639,46 @@ fn the_table_is_shareable_between_workers() {
 }
 
 mod scale;
+
+#[test]
+fn host_aliases_let_this_node_answer_for_localhost_routes() {
+    let doc = |route: &str| frontend_doc(route, 0);
+    let set = kv(&[
+        (
+            "/vulcand/frontends/local/frontend",
+            &doc("Host(`localhost`) && PathPrefix(`/users`)"),
+        ),
+        (
+            "/vulcand/frontends/other/frontend",
+            &doc("Host(`other.mesh`) && PathPrefix(`/users`)"),
+        ),
+    ]);
+    let opts = CompileOptions {
+        host_aliases: vec![("localhost".into(), "node-17.mesh".into())],
+        ..CompileOptions::default()
+    };
+    let compiled = compile(&set, &opts);
+    assert_eq!(
+        winner(&compiled, &get("node-17.mesh", "/users/1")).as_deref(),
+        Some("local")
+    );
+    assert_eq!(
+        winner(&compiled, &get("NODE-17.mesh", "/users/1")).as_deref(),
+        Some("local")
+    );
+    assert_eq!(
+        winner(&compiled, &get("localhost", "/users/1")).as_deref(),
+        Some("local")
+    );
+    assert_eq!(
+        winner(&compiled, &get("other.mesh", "/users/1")).as_deref(),
+        Some("other")
+    );
+    assert_eq!(winner(&compiled, &get("node-18.mesh", "/users/1")), None);
+    let plain = compile(&set, &CompileOptions::default());
+    assert_eq!(
+        winner(&plain, &get("node-17.mesh", "/users/1")),
+        None,
+        "no alias, no match"
+    );
+}
