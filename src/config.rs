@@ -189,7 +189,8 @@ pub struct ExposeConfig {
     pub rate: Option<String>,
     /// nginx `burst`: excess requests allowed back to back beyond the one served. Default 0.
     pub burst: Option<u64>,
-    /// nginx `nodelay`; must be true with a burst (ringway never queues excess requests).
+    /// nginx `nodelay`: true lets the burst through at once; false or absent (as nginx) makes
+    /// each request within the burst wait for its turn at the rate.
     pub nodelay: Option<bool>,
     /// What the rate is counted per: `client.ip` (default), `request.host` or
     /// `request.header.<Name>`.

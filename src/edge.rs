@@ -256,14 +256,8 @@ fn compile_limit(
     if burst > 1_000_000_000 {
         return Err(("burst", "must be at most 1000000000".into()));
     }
-    if burst > 0 && r.nodelay != Some(true) {
-        return Err((
-            "nodelay",
-            "must be true with a burst: ringway refuses excess requests at once and never \
-             queues them (nginx limit_req without nodelay delays them)"
-                .into(),
-        ));
-    }
+    // As nginx: without `nodelay`, requests within the burst wait for their turn at the rate.
+    let paced = burst > 0 && r.nodelay != Some(true);
     let variable = match &r.key {
         None => Variable::ClientIp,
         Some(k) => Variable::parse(k).map_err(|e| ("key", e))?,
@@ -280,6 +274,7 @@ fn compile_limit(
         rate_text,
         (requests, period_secs, burst + 1),
         variable,
+        paced,
     )))
 }
 
@@ -422,6 +417,18 @@ mod tests {
             crate::throttle::LimitKind::Rate(crate::throttle::Rate::new(10, 1, 6))
         );
         assert_eq!(limit.variable, Variable::ClientIp);
+        // Without `nodelay`, as nginx: the burst is paced at the rate instead of let through.
+        for text in [
+            "prefix = \"/\"\nrate = \"10r/s\"\nburst = 5",
+            "prefix = \"/\"\nrate = \"10r/s\"\nburst = 5\nnodelay = false",
+        ] {
+            let p = policy(&[text]);
+            assert_eq!(
+                p.rules()[0].limit.as_ref().unwrap().kind,
+                crate::throttle::LimitKind::Paced(crate::throttle::Rate::new(10, 1, 6)),
+                "{text}"
+            );
+        }
         let keyed =
             policy(&["prefix = \"/\"\nrate = \"1r/m\"\nkey = \"request.header.X-Api-Key\""]);
         assert_eq!(
@@ -444,18 +451,13 @@ mod tests {
             ("prefix = \"/a\"\nmethods = [\"G T\"]", "methods"),
             ("prefix = \"/a\"\nrate = \"fast\"", "rate"),
             ("prefix = \"/a\"\nburst = 3", "burst"),
-            ("prefix = \"/a\"\nrate = \"1r/s\"\nburst = 3", "nodelay"),
-            (
-                "prefix = \"/a\"\nrate = \"1r/s\"\nburst = 3\nnodelay = false",
-                "nodelay",
-            ),
             ("prefix = \"/a\"\nrate = \"1r/s\"\nkey = \"cookie\"", "key"),
         ];
         for (text, key) in cases {
             let err = rule(text).unwrap_err();
             assert_eq!(err.key, key, "{text}: {}", err.reason);
         }
-        // Without a burst there is nothing to delay: nginx and ringway agree.
+        // Without a burst there is nothing to delay.
         assert!(rule("prefix = \"/a\"\nrate = \"1r/s\"").is_ok());
     }
 }

@@ -108,6 +108,8 @@ impl Rejection {
 pub struct Admission {
     first: Option<InFlightGuard>,
     more: Vec<InFlightGuard>,
+    /// How long the request must wait for its turn (paced limits), in nanoseconds.
+    pub delay_ns: u64,
 }
 
 impl Admission {
@@ -188,7 +190,7 @@ impl Throttle {
             let entry = self
                 .local
                 .get_or_insert_with(key, now, || match &limit.kind {
-                    LimitKind::Rate(rate) => Entry::Rate(LocalBucket {
+                    LimitKind::Rate(rate) | LimitKind::Paced(rate) => Entry::Rate(LocalBucket {
                         pool: shared.pool(key, *rate, now),
                         tokens: 0,
                         deny_until: 0,
@@ -217,6 +219,12 @@ impl Throttle {
                         }
                     }
                 }
+                // Paced limits go to the node-wide bucket for every request: each one's wait
+                // depends on how many were admitted before it, node-wide.
+                (Entry::Rate(b), LimitKind::Paced(_)) => match b.pool.claim_paced(now) {
+                    Ok(delay) => admission.delay_ns = admission.delay_ns.max(delay),
+                    Err(wait) => return Err(refused(Some(wait))),
+                },
                 (Entry::InFlight(count), LimitKind::Connections(max)) => {
                     match count.try_acquire(*max) {
                         Some(guard) => admission.hold(guard),

@@ -354,9 +354,16 @@ impl Conn {
                 w.throttle
                     .borrow_mut()
                     .admit(std::iter::once(limit), &view, self.peer.ip());
-            if let Err(r) = admitted {
-                w.stats.throttle_rejected(&r.middleware);
-                return self.refuse(w, &head, ProxyError::Throttled(r)).await;
+            match admitted {
+                Err(r) => {
+                    w.stats.throttle_rejected(&r.middleware);
+                    return self.refuse(w, &head, ProxyError::Throttled(r)).await;
+                }
+                // nginx `limit_req` without `nodelay`: wait for this request's turn.
+                Ok(a) if a.delay_ns > 0 => {
+                    monoio::time::sleep(std::time::Duration::from_nanos(a.delay_ns)).await;
+                }
+                Ok(_) => {}
             }
         }
         let Some(frontend) = table.lookup(&view) else {

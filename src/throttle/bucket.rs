@@ -190,6 +190,29 @@ impl TokenPool {
         }
     }
 
+    /// Claim one token for a paced limit: `Ok(delay)`, how long the request waits for its
+    /// turn (0 when the bucket was full: GCRA's theoretical arrival time minus now), or
+    /// `Err(nanoseconds)` until a token frees up when the burst is used.
+    pub fn claim_paced(&self, now: u64) -> Result<u64, u64> {
+        let mut tat = self.tat.load(Ordering::Acquire);
+        loop {
+            match self.rate.take(tat, now, 1) {
+                (Take::Wait(ns), _) => return Err(ns),
+                (Take::Granted(_), next) => {
+                    match self.tat.compare_exchange_weak(
+                        tat,
+                        next,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => return Ok(tat.saturating_sub(now)),
+                        Err(seen) => tat = seen,
+                    }
+                }
+            }
+        }
+    }
+
     /// Return `n` claimed but unspent tokens.
     pub fn give_back(&self, n: u64) {
         if n == 0 {
@@ -214,6 +237,24 @@ mod tests {
 
     const MS: u64 = 1_000_000;
     const SEC: u64 = 1_000 * MS;
+
+    #[test]
+    fn paced_claims_wait_their_turn_and_stop_at_the_burst() {
+        // 10 per second, bucket of 3 (nginx burst=2 without nodelay).
+        let pool = TokenPool::new(Rate::new(10, 1, 3));
+        let now = 1_000 * SEC;
+        assert_eq!(pool.claim_paced(now), Ok(0), "a full bucket: no wait");
+        assert_eq!(
+            pool.claim_paced(now),
+            Ok(100 * MS),
+            "one ahead: one interval"
+        );
+        assert_eq!(pool.claim_paced(now), Ok(200 * MS));
+        let wait = pool.claim_paced(now).expect_err("the burst is used up");
+        assert!(wait > 0 && wait <= 100 * MS, "{wait}");
+        // A token later the next request is admitted, still behind the queue.
+        assert_eq!(pool.claim_paced(now + 100 * MS), Ok(200 * MS));
+    }
 
     #[test]
     fn a_full_bucket_admits_the_burst_then_refills_at_the_rate() {

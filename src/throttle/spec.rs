@@ -66,6 +66,10 @@ fn is_tchar(b: u8) -> bool {
 pub enum LimitKind {
     /// `ratelimit`: a token bucket per key.
     Rate(Rate),
+    /// nginx `limit_req` without `nodelay`: the same bucket, but a request that finds it
+    /// short of full waits until its turn at the rate (nginx's "excess" divided by the rate)
+    /// instead of going through at once; beyond the burst it is refused.
+    Paced(Rate),
     /// `connlimit`: at most this many requests in flight per key.
     Connections(u32),
 }
@@ -131,6 +135,7 @@ pub fn edge_rate(
     rate: &str,
     bucket: (u64, u64, u64),
     variable: Variable,
+    paced: bool,
 ) -> Limit {
     let (requests, period, size) = bucket;
     let message = format!(
@@ -144,7 +149,11 @@ pub fn edge_rate(
             &rule.to_string(),
             (label, requests, period, size, &variable),
         ),
-        kind: LimitKind::Rate(Rate::new(requests, period, size)),
+        kind: if paced {
+            LimitKind::Paced(Rate::new(requests, period, size))
+        } else {
+            LimitKind::Rate(Rate::new(requests, period, size))
+        },
         variable,
         message: message.into(),
         middleware: format!("{listener}/expose[{rule}]").into(),

@@ -342,3 +342,43 @@ fn bad_expose_rules_stop_the_node_at_start_up_with_file_and_key() {
         "{err}"
     );
 }
+
+#[test]
+fn nginx_limit_req_without_nodelay_paces_the_burst_and_refuses_beyond_it() {
+    let origin = Origin::ok();
+    let routes = routes_json(&[("b", &[origin.addr])], &[("f", "b", "PathPrefix(`/`)")]);
+    let rw = Ringway::start_edge(
+        &routes,
+        "[[listener.expose]]\nprefix = \"/\"\nrate = \"10r/s\"\nburst = 5\n",
+        "",
+    );
+    // Ten clients at once: the first goes through, five wait their turn at 10 r/s (nginx's
+    // delayed excess), the other four are refused at once.
+    let edge = rw.edge();
+    let started = Instant::now();
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let r = get(edge, "/x");
+                (r.status, started.elapsed())
+            })
+        })
+        .collect();
+    let mut results: Vec<(u16, Duration)> =
+        clients.into_iter().map(|c| c.join().unwrap()).collect();
+    results.sort_by_key(|r| r.1);
+    let ok: Vec<Duration> = results.iter().filter(|r| r.0 == 200).map(|r| r.1).collect();
+    let refused = results.iter().filter(|r| r.0 == 429).count();
+    assert_eq!((ok.len(), refused), (6, 4), "{results:?}");
+    // The sixth admitted request waited for five intervals of 100 ms.
+    let last = *ok.last().unwrap();
+    assert!(
+        last >= Duration::from_millis(450) && last < Duration::from_millis(1500),
+        "the paced burst took {last:?}: {results:?}"
+    );
+    assert!(
+        ok[0] < Duration::from_millis(200),
+        "the first one is not delayed: {results:?}"
+    );
+    assert_eq!(origin.seen().len(), 6);
+}
