@@ -8,6 +8,7 @@ mod conn;
 mod error;
 mod exchange;
 mod gather;
+mod idle_timers;
 mod listener;
 mod record;
 mod respond;

@@ -32,10 +32,10 @@ impl ScratchPool {
         })
     }
 
-    /// Keep at most 1024 sets; a set that grew past sane sizes (a huge head) is dropped.
+    /// Keep at most 256 sets; a set that grew past sane sizes (a huge head) is dropped.
     pub fn give(&self, s: Scratch) {
         let mut free = self.free.borrow_mut();
-        if free.len() < 1024 && s.extra.capacity() <= 16 * 1024 && s.fields.capacity() <= 512 {
+        if free.len() < 256 && s.extra.capacity() <= 16 * 1024 && s.fields.capacity() <= 512 {
             free.push(s);
         }
     }

@@ -146,7 +146,7 @@ impl Conn {
                 Ok(HeadRead::Idle) => return None,
                 Err(e) => {
                     self.begin_request(w, None);
-                    self.answer_error(w, &e, false, false).await;
+                    Box::pin(self.answer_error(w, &e, false, false)).await;
                     self.end_request(w, false, true);
                     return None;
                 }
@@ -213,7 +213,7 @@ impl Conn {
             let mut read = std::pin::pin!(read);
             let first = monoio::select! {
                 r = &mut read => Some(r),
-                _ = monoio::time::sleep(hot) => None,
+                _ = w.idle_timers.until(Instant::now() + hot) => None,
                 _ = w.shutdown.wait() => return false,
             };
             match first {
@@ -240,9 +240,8 @@ impl Conn {
         // Cold: no buffer parked in the kernel while nothing arrives.
         self.rbuf = Vec::new();
         let ready = monoio::select! {
-            r = monoio::time::timeout_at(deadline.into(), self.stream.readable(false)) => {
-                matches!(r, Ok(Ok(())))
-            },
+            r = self.stream.readable(false) => r.is_ok(),
+            _ = w.idle_timers.until(deadline) => false,
             _ = w.shutdown.wait() => false,
         };
         if ready {
@@ -299,9 +298,11 @@ impl Conn {
             let cap = buf.capacity();
             let read = self.stream.read(buf.slice_mut(len..cap));
             let until = deadline.unwrap_or_else(|| Instant::now() + header_timeout);
-            let (res, back) = match monoio::time::timeout_at(until.into(), read).await {
-                Ok(r) => r,
-                Err(_) => return Err(ProxyError::ClientTimeout),
+            // The header deadline rides on the ticker's coarse timers: a monoio timer here
+            // would make every connection's task hundreds of bytes larger.
+            let (res, back) = monoio::select! {
+                r = read => r,
+                _ = w.idle_timers.until(until) => return Err(ProxyError::ClientTimeout),
             };
             self.rbuf = back.into_inner();
             match res {

@@ -13,6 +13,7 @@ use monoio::net::TcpListener;
 use super::access_log::AccessLog;
 use super::buffers::{BufPool, ScratchPool};
 use super::conn::serve;
+use super::idle_timers::IdleTimers;
 use super::listener::ListenerCtx;
 use super::shutdown::Shutdown;
 use super::stats::{NodeStats, WorkerShared, WorkerStats};
@@ -126,6 +127,8 @@ pub struct Worker {
     pub stats: WorkerStats,
     pub access_log: AccessLog,
     pub shutdown: Shutdown,
+    /// Deadlines of idle keep-alive connections, fired by the ticker.
+    pub idle_timers: IdleTimers,
     /// Fired when the worker stops accepting (a handover, or before `shutdown`).
     pub drain: Shutdown,
     pub throttle: RefCell<Throttle>,
@@ -485,8 +488,10 @@ async fn worker_main(
     let table = Rc::new(routes.load());
     let w = Rc::new(Worker {
         id,
-        bufs: BufPool::new(cfg.buffer_bytes, 1024),
-        body_bufs: BufPool::new(cfg.body_buffer_bytes, 256),
+        // Pools keep what steady load reuses; a burst beyond it allocates and frees, so a
+        // spike does not leave megabytes parked per worker.
+        bufs: BufPool::new(cfg.buffer_bytes, 128),
+        body_bufs: BufPool::new(cfg.body_buffer_bytes, 16),
         scratch: ScratchPool::default(),
         upstreams: Upstreams::new(UpstreamSettings {
             max_idle_per_server: cfg.upstream.max_idle_per_server,
@@ -501,6 +506,7 @@ async fn worker_main(
         routes,
         table: RefCell::new(table),
         shutdown: Shutdown::default(),
+        idle_timers: IdleTimers::default(),
         drain: Shutdown::default(),
         active: Cell::new(0),
         id_seed: random_seed(id),
@@ -542,6 +548,7 @@ async fn worker_main(
     let mut last_sweep = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         monoio::time::sleep(Duration::from_millis(50)).await;
+        w.idle_timers.fire(Instant::now());
         if drain.load(Ordering::Relaxed) && !w.drain.fired() {
             tracing::info!(worker = id, "draining: no longer accepting");
             w.drain.fire();
