@@ -569,6 +569,8 @@ async fn worker_main(
     let deadline = Instant::now() + w.cfg.shutdown_grace;
     while w.active.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
+        // Header deadlines of connections still reading a head keep running while draining.
+        w.idle_timers.fire(Instant::now());
     }
     if w.active.get() > 0 {
         tracing::warn!(
