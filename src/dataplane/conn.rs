@@ -38,6 +38,10 @@ pub struct Conn {
     /// An error response was sent and the connection will close with the client's request
     /// perhaps unread: drain before closing so the client sees the response, not a reset.
     pub linger: bool,
+    /// The `connlimit` slots of a request that became a tunnel, released when it ends.
+    pub tunnel_admission: Option<crate::throttle::Admission>,
+    /// The X-Request-Id ringway generated for the request in flight, reused by every attempt.
+    pub request_id: Option<[u8; 32]>,
     /// The listener the connection came in on.
     pub listener: Rc<ListenerCtx>,
     /// The peer's forwarding fields are kept (mesh, or a trusted proxy in front of an edge).
@@ -90,6 +94,8 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, listener:
         fields: Vec::new(),
         resp_fields: Vec::new(),
         linger: false,
+        tunnel_admission: None,
+        request_id: None,
         trusted_hop: listener.trusts(peer.ip()),
         listener,
         rewritten: Vec::new(),
@@ -107,6 +113,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr, listener:
             w.cfg.timeouts.tunnel_idle(),
         ))
         .await;
+        drop(conn.tunnel_admission.take());
     } else if conn.linger {
         Box::pin(lingering_close(conn.stream, w.bufs.take())).await;
     }
@@ -155,6 +162,7 @@ impl Conn {
             // The exchange's state lives in its own allocation for the length of the request
             // (recycled by the allocator's thread-local free list), so an idle connection's
             // task stays small instead of reserving room for the largest exchange state.
+            self.request_id = None;
             let next = Box::pin(self.handle(w, head)).await;
             self.end_request(w, true, !matches!(next, Next::KeepAlive));
             self.return_scratch(w);
@@ -404,7 +412,10 @@ impl Conn {
             return self.refuse(w, &head, ProxyError::NoServer).await;
         }
         let next = exchange::proxy(self, w, &head, frontend, backend, &mut body, rewrite).await;
-        drop(admission);
+        // A protocol switch keeps its connlimit slots for the life of the tunnel.
+        if matches!(next, Next::Tunnel(_)) {
+            self.tunnel_admission = Some(admission);
+        }
         next
     }
 
@@ -413,10 +424,11 @@ impl Conn {
     async fn refuse(&mut self, w: &Worker, head: &RequestHead, err: ProxyError) -> Next {
         let body_end = match head.framing {
             BodyFraming::Empty => Some(head.head_len),
-            BodyFraming::Length(n) => {
-                let end = head.head_len as u64 + n;
-                (end <= self.rbuf.len() as u64).then_some(end as usize)
-            }
+            // A length no buffer can hold (even one that would overflow) means "not here".
+            BodyFraming::Length(n) => (head.head_len as u64)
+                .checked_add(n)
+                .filter(|&end| end <= self.rbuf.len() as u64)
+                .map(|end| end as usize),
             BodyFraming::Chunked => {
                 let mut d = ChunkedDecoder::new();
                 match d.advance(&self.rbuf[head.head_len..]) {

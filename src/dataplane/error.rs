@@ -35,6 +35,10 @@ pub enum ProxyError {
     Stale,
     #[error("upstream failed: {0}")]
     UpstreamIo(std::io::Error),
+    /// The upstream stopped reading the request body (it may have answered early, e.g. 413).
+    /// Not held against the server: a client's upload cannot take a server out of rotation.
+    #[error("upstream stopped reading the request body: {0}")]
+    BodyWrite(std::io::Error),
     #[error("upstream closed before a complete response")]
     UpstreamClosed,
     #[error("upstream timed out")]
@@ -57,7 +61,7 @@ impl ProxyError {
             | NotExposed | MethodNotAllowed(_) => Blame::Client,
             NoRoute | NoServer => Blame::Proxy,
             Connect(_) | ConnectTimeout | Stale | UpstreamIo(_) | UpstreamClosed
-            | UpstreamTimeout | BadResponse(_) => Blame::Upstream,
+            | UpstreamTimeout | BadResponse(_) | BodyWrite(_) => Blame::Upstream,
         }
     }
 
@@ -89,6 +93,7 @@ impl ProxyError {
             Connect(_) | Stale | UpstreamIo(_) | UpstreamClosed => {
                 (502, "upstream connection failed")
             }
+            BodyWrite(_) => (502, "upstream stopped reading the request body"),
             ConnectTimeout => (504, "upstream connect timed out"),
             BadResponse(_) => (502, "invalid response from upstream"),
             UpstreamTimeout => (504, "upstream timed out"),

@@ -10,7 +10,7 @@ use body::stream_request_body;
 pub use body::BodyState;
 use response::{relay_response, Done};
 use upstream_head::build_upstream_head;
-pub use upstream_head::write_request_id;
+pub use upstream_head::request_id;
 
 use std::net::SocketAddr;
 
@@ -230,14 +230,37 @@ async fn attempt(
 
     if !body.complete {
         if head.expect_continue && head.version == Version::Http11 {
-            let (r, _) = c.stream.write_all(CONTINUE_100).await;
-            if r.is_err() {
+            let sent =
+                monoio::time::timeout(w.cfg.timeouts.send(), c.stream.write_all(CONTINUE_100))
+                    .await;
+            if !matches!(sent, Ok((Ok(_), _))) {
                 return Outcome::Aborted;
             }
             c.rec.tx += CONTINUE_100.len() as u64;
         }
-        if let Err(err) = stream_request_body(c, w, &mut up, body).await {
-            return Outcome::Failed { err, retry: false };
+        match stream_request_body(c, w, &mut up, body).await {
+            Ok(()) => {}
+            // The upstream stopped taking the body: it may have answered early (413, 401...).
+            // Relay that answer if there is one; the client's unread body means the client
+            // connection closes afterwards (with a lingering close so the answer arrives).
+            Err(ProxyError::BodyWrite(e)) => {
+                c.linger = true;
+                let done = Done {
+                    consume_end: 0,
+                    reused,
+                    replayable: false,
+                    idempotent: false,
+                    force_close: true,
+                };
+                return match relay_response(c, w, head, be, server, up, done).await {
+                    Outcome::Failed { .. } => Outcome::Failed {
+                        err: ProxyError::BodyWrite(e),
+                        retry: false,
+                    },
+                    answered => answered,
+                };
+            }
+            Err(err) => return Outcome::Failed { err, retry: false },
         }
     }
 
@@ -245,6 +268,7 @@ async fn attempt(
         consume_end: body.buffered_end,
         reused,
         replayable: replayable && body.complete,
+        force_close: false,
         idempotent,
     };
     relay_response(c, w, head, be, server, up, done).await

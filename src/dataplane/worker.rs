@@ -166,10 +166,11 @@ impl Worker {
         }
     }
 
-    pub fn write_request_id(&self, out: &mut Vec<u8>) {
+    /// A new request id, unique on this node.
+    pub fn next_request_id(&self) -> [u8; 32] {
         let n = self.id_counter.get().wrapping_add(1);
         self.id_counter.set(n);
-        super::exchange::write_request_id(out, self.id_seed, n);
+        super::exchange::request_id(self.id_seed, n)
     }
 }
 

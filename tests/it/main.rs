@@ -7,6 +7,7 @@ mod deploy;
 mod edge;
 mod etcd;
 mod etcd_server;
+mod exchange;
 mod handover;
 // Shared helpers: each suite uses a different part of them.
 #[allow(dead_code)]

@@ -113,8 +113,8 @@ pub(super) async fn stream_request_body(
             let write = up.write_all(buf.slice(0..k));
             match monoio::time::timeout(w.cfg.timeouts.send(), write).await {
                 Ok((Ok(_), back)) => buf = back.into_inner(),
-                Ok((Err(e), _)) => return Err(ProxyError::UpstreamIo(e)),
-                Err(_) => return Err(ProxyError::UpstreamTimeout),
+                Ok((Err(e), _)) => return Err(ProxyError::BodyWrite(e)),
+                Err(_) => return Err(ProxyError::BodyWrite(std::io::ErrorKind::TimedOut.into())),
             }
         }
         if done {

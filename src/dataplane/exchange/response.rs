@@ -58,8 +58,9 @@ async fn read_response_head(
                         && !(rh.status == 100 && head.expect_continue)
                     {
                         let interim: Vec<u8> = ubuf[..rh.head_len].to_vec();
-                        let (r, _) = c.stream.write_all(interim).await;
-                        if r.is_err() {
+                        let write = c.stream.write_all(interim);
+                        let sent = monoio::time::timeout(w.cfg.timeouts.send(), write).await;
+                        if !matches!(sent, Ok((Ok(_), _))) {
                             return Err(Outcome::Aborted);
                         }
                         c.rec.tx += rh.head_len as u64;
@@ -135,6 +136,8 @@ pub(super) struct Done {
     pub reused: bool,
     pub replayable: bool,
     pub idempotent: bool,
+    /// The client connection closes after this response (its request was not read whole).
+    pub force_close: bool,
 }
 
 pub(super) async fn relay_response(
@@ -175,10 +178,11 @@ pub(super) async fn relay_response(
                 ProxyError::BadResponse(HttpError::Malformed("101 without an upgrade request"));
             return Outcome::Failed { err, retry: false };
         }
-        return start_tunnel(c, up, ubuf, d.consume_end).await;
+        return start_tunnel(c, w, up, ubuf, d.consume_end).await;
     }
 
-    let client_keep = head.keep_alive && !w.closing() && rh.framing != BodyFraming::UntilClose;
+    let client_keep =
+        head.keep_alive && !d.force_close && !w.closing() && rh.framing != BodyFraming::UntilClose;
     let mut decoder = ChunkedDecoder::new();
     let avail = ubuf.len() - rh.head_len;
     let (first_k, mut remaining, mut done) = match rh.framing {
@@ -292,7 +296,9 @@ pub(super) async fn relay_response(
         c.rec.tx += k as u64;
     }
     w.give_buf(ubuf);
-    if rh.keep_alive && !surplus && rh.framing != BodyFraming::UntilClose {
+    // An upstream that answered before the whole request body was sent still expects the rest
+    // of it: that connection cannot carry another request.
+    if rh.keep_alive && !surplus && !d.force_close && rh.framing != BodyFraming::UntilClose {
         w.upstreams
             .put(server.addr, up, be.settings.max_idle_per_host);
     }
@@ -308,21 +314,22 @@ pub(super) async fn relay_response(
 /// the client, and any bytes the client sent after its request to the upstream.
 async fn start_tunnel(
     c: &mut Conn,
+    w: &Worker,
     mut up: TcpStream,
     ubuf: Vec<u8>,
     consume_end: usize,
 ) -> Outcome {
     let sent = ubuf.len() as u64;
-    let (r, _) = c.stream.write_all(ubuf).await;
-    if r.is_err() {
+    let written = monoio::time::timeout(w.cfg.timeouts.send(), c.stream.write_all(ubuf)).await;
+    if !matches!(written, Ok((Ok(_), _))) {
         return Outcome::Aborted;
     }
     c.rec.status = 101;
     c.rec.tx += sent;
     let early: Vec<u8> = c.rbuf[consume_end.min(c.rbuf.len())..].to_vec();
     if !early.is_empty() {
-        let (r, _) = up.write_all(early).await;
-        if r.is_err() {
+        let written = monoio::time::timeout(w.cfg.timeouts.send(), up.write_all(early)).await;
+        if !matches!(written, Ok((Ok(_), _))) {
             return Outcome::Aborted;
         }
     }
