@@ -16,10 +16,11 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-PROXY_ORDER = ["ringway", "ringway-epoll", "nginx", "haproxy", "haproxy-tcp", "pingora"]
+PROXY_ORDER = ["ringway", "ringway-epoll", "ringway-log", "nginx", "haproxy", "haproxy-tcp", "pingora"]
 PROXY_LABEL = {
     "ringway": "ringway",
     "ringway-epoll": "ringway (epoll)",
+    "ringway-log": "ringway (access log on)",
     "ringway-10k": "ringway, 10k frontends",
     "ringway-1": "ringway, 1 frontend",
     "ringway-rl": "ringway, ratelimit admitting all",
@@ -367,6 +368,14 @@ def render_md(summary, meta):
                          f"({(u['cpu_us_per_req']/e['cpu_us_per_req']-1)*100:+.1f}% CPU per request), "
                          f"p99 {_ms(u['p99_us']):.2f} vs {_ms(e['p99_us']):.2f} ms.")
                 L.append("")
+        if scen == "S1" and "ringway" in summary[scen] and "ringway-log" in summary[scen]:
+            u = summary[scen]["ringway"]
+            g = summary[scen]["ringway-log"]
+            if u.get("cpu_us_per_req") and g.get("cpu_us_per_req"):
+                L.append(f"**access log cost (ringway, S1):** {g['cpu_us_per_req']:.2f} vs "
+                         f"{u['cpu_us_per_req']:.2f} µs CPU/request with the JSON access log on vs off "
+                         f"({(g['cpu_us_per_req']/u['cpu_us_per_req']-1)*100:+.1f}%).")
+                L.append("")
     if "S5" in summary:
         L.append(f"## {SCENARIO_TITLE['S5']}")
         L.append("")
@@ -440,6 +449,7 @@ def _pct(x):
 COLORS = {
     "ringway": "#d62728",
     "ringway-epoll": "#ff9896",
+    "ringway-log": "#c49c94",
     "nginx": "#2ca02c",
     "haproxy": "#1f77b4",
     "haproxy-tcp": "#aec7e8",
