@@ -28,25 +28,30 @@ use crate::http::{RequestHead, Version};
 use crate::route::{Backend, Frontend, Server};
 
 /// Servers already tried for this request (no allocation for the common case).
-#[derive(Default)]
 struct Tried {
-    addrs: [Option<SocketAddr>; 8],
+    addrs: [SocketAddr; 8],
     len: usize,
+}
+
+impl Default for Tried {
+    fn default() -> Self {
+        Tried {
+            addrs: [SocketAddr::from(([0, 0, 0, 0], 0)); 8],
+            len: 0,
+        }
+    }
 }
 
 impl Tried {
     fn push(&mut self, a: SocketAddr) {
         if self.len < self.addrs.len() {
-            self.addrs[self.len] = Some(a);
+            self.addrs[self.len] = a;
             self.len += 1;
         }
     }
 
-    fn fill(&self, out: &mut [SocketAddr; 8]) -> usize {
-        for (i, a) in self.addrs[..self.len].iter().enumerate() {
-            out[i] = a.expect("first len slots are set");
-        }
-        self.len
+    fn as_slice(&self) -> &[SocketAddr] {
+        &self.addrs[..self.len]
     }
 }
 
@@ -75,9 +80,7 @@ pub async fn proxy(
     let mut fresh_only = false;
     let mut last_err = None;
     loop {
-        let mut buf = [SocketAddr::from(([0, 0, 0, 0], 0)); 8];
-        let n = tried.fill(&mut buf);
-        let Some(server) = w.upstreams.pick(be, &buf[..n]) else {
+        let Some(server) = w.upstreams.pick(be, tried.as_slice()) else {
             // Every server was tried: the client hears why the last attempt failed.
             let err = last_err.unwrap_or(ProxyError::NoServer);
             return finish_failed(c, w, head, body, err).await;

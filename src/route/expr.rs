@@ -411,4 +411,4 @@ impl Parser<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

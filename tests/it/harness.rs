@@ -153,11 +153,8 @@ impl Ringway {
     }
 
     pub fn start_with_workers(routes: &str, extra_profile: &str, workers: usize) -> Ringway {
-        let dir = TempDir::new("node");
-        dir.write("routes.json", routes);
-        Ringway::launch(
-            dir,
-            "[routes]\nsource = \"file\"\nfile = \"routes.json\"\nfile_poll_ms = 50\n",
+        Ringway::start_file(
+            routes,
             extra_profile,
             Launch {
                 workers,
@@ -166,15 +163,24 @@ impl Ringway {
         )
     }
 
-    /// Like [`Ringway::start`], plus a listener `edge` with `role = "edge"` on another free
-    /// port (`edge_addr`). `edge_listener` is TOML that goes inside that `[[listener]]`: its
-    /// keys, then its `[[listener.expose]]` and `[listener.limits]` tables.
-    pub fn start_edge(routes: &str, edge_listener: &str, extra_profile: &str) -> Ringway {
-        let dir = TempDir::new("edge");
+    /// Routes from a file (`routes.json` in the node's directory, polled every 50 ms).
+    fn start_file(routes: &str, extra_profile: &str, launch: Launch) -> Ringway {
+        let dir = TempDir::new("node");
         dir.write("routes.json", routes);
         Ringway::launch(
             dir,
             "[routes]\nsource = \"file\"\nfile = \"routes.json\"\nfile_poll_ms = 50\n",
+            extra_profile,
+            launch,
+        )
+    }
+
+    /// Like [`Ringway::start`], plus a listener `edge` with `role = "edge"` on another free
+    /// port (`edge_addr`). `edge_listener` is TOML that goes inside that `[[listener]]`: its
+    /// keys, then its `[[listener.expose]]` and `[listener.limits]` tables.
+    pub fn start_edge(routes: &str, edge_listener: &str, extra_profile: &str) -> Ringway {
+        Ringway::start_file(
+            routes,
             extra_profile,
             Launch {
                 workers: 1,
@@ -187,11 +193,8 @@ impl Ringway {
     /// Like [`Ringway::start`] but with `RUST_LOG` unset, so the profile's `[log] level`
     /// decides what is logged.
     pub fn start_profile_log_level(routes: &str, extra_profile: &str) -> Ringway {
-        let dir = TempDir::new("node");
-        dir.write("routes.json", routes);
-        Ringway::launch(
-            dir,
-            "[routes]\nsource = \"file\"\nfile = \"routes.json\"\nfile_poll_ms = 50\n",
+        Ringway::start_file(
+            routes,
             extra_profile,
             Launch {
                 workers: 1,
@@ -452,6 +455,17 @@ fn split_node_section(extra: &str) -> (String, String) {
     (node, rest)
 }
 
+/// Values of the header fields called `name` (ASCII case-insensitive), in order.
+pub fn values_named<'a, 'n>(
+    headers: &'a [(String, String)],
+    name: &'n str,
+) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+    headers
+        .iter()
+        .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 /// A parsed HTTP response as a client sees it.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -462,18 +476,11 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        crate::harness::values_named(&self.headers, name).next()
     }
 
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        crate::harness::values_named(&self.headers, name).collect()
     }
 
     pub fn text(&self) -> String {

@@ -4,30 +4,7 @@ use std::time::Duration;
 
 use super::*;
 
-struct Req<'a> {
-    method: &'a str,
-    host: &'a str,
-    path: &'a str,
-    headers: &'a [(&'a str, &'a str)],
-}
-
-impl RouteRequest for Req<'_> {
-    fn method(&self) -> &[u8] {
-        self.method.as_bytes()
-    }
-    fn host(&self) -> &[u8] {
-        self.host.as_bytes()
-    }
-    fn path(&self) -> &[u8] {
-        self.path.as_bytes()
-    }
-    fn header(&self, name: &[u8]) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_bytes())
-    }
-}
+use crate::route::expr::tests::Req;
 
 fn get<'a>(host: &'a str, path: &'a str) -> Req<'a> {
     Req {
