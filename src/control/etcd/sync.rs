@@ -218,7 +218,7 @@ impl RouteSync {
         }
         let due = self
             .snapshot_written
-            .map_or(true, |t| t.elapsed() >= SNAPSHOT_EVERY);
+            .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY);
         if !(force || due) {
             return;
         }
