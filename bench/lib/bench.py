@@ -16,9 +16,10 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-PROXY_ORDER = ["ringway", "ringway-epoll", "ringway-log", "nginx", "haproxy", "haproxy-tcp", "pingora"]
+PROXY_ORDER = ["ringway", "ringway-b", "ringway-epoll", "ringway-log", "nginx", "haproxy", "haproxy-tcp", "pingora"]
 PROXY_LABEL = {
     "ringway": "ringway",
+    "ringway-b": "ringway (B build)",
     "ringway-epoll": "ringway (epoll)",
     "ringway-log": "ringway (access log on)",
     "ringway-10k": "ringway, 10k frontends",
@@ -448,6 +449,7 @@ def _pct(x):
 
 COLORS = {
     "ringway": "#d62728",
+    "ringway-b": "#9467bd",
     "ringway-epoll": "#ff9896",
     "ringway-log": "#c49c94",
     "nginx": "#2ca02c",
