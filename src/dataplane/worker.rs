@@ -424,7 +424,9 @@ fn run_worker(
         let build = |fast: bool| {
             let mut urb = io_uring::IoUring::builder();
             if fast {
-                urb.setup_coop_taskrun().setup_single_issuer();
+                urb.setup_coop_taskrun()
+                    .setup_single_issuer()
+                    .setup_defer_taskrun();
             }
             monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
                 .with_entries(cfg.ring_entries)
