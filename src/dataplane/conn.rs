@@ -206,7 +206,7 @@ impl Conn {
     /// the connection should close quietly.
     async fn idle_wait(&mut self, w: &Worker) -> bool {
         let keepalive = w.cfg.timeouts.keepalive();
-        let deadline = Instant::now() + keepalive;
+        let deadline = w.idle_timers.now() + keepalive;
         let hot = w.cfg.timeouts.idle_hot().min(keepalive);
         if self.rbuf.capacity() == 0 {
             self.rbuf = Vec::with_capacity(w.cfg.idle_buffer_bytes);
@@ -221,7 +221,7 @@ impl Conn {
             let mut read = std::pin::pin!(read);
             let first = monoio::select! {
                 r = &mut read => Some(r),
-                _ = w.idle_timers.until(Instant::now() + hot) => None,
+                _ = w.idle_timers.until(deadline - keepalive + hot) => None,
                 _ = w.shutdown.wait() => return false,
             };
             match first {
@@ -274,14 +274,17 @@ impl Conn {
         let limits = self.listener.head_limits;
         let header_timeout = self.listener.header_timeout;
         let mut scanned = 0;
-        let mut deadline = (!self.rbuf.is_empty()).then(|| Instant::now() + header_timeout);
+        // The request's clock starts with its first byte (pipelined: with the previous one's
+        // end); its deadlines and its duration are measured from there.
+        let mut deadline =
+            (!self.rbuf.is_empty()).then(|| w.idle_timers.refresh() + header_timeout);
         loop {
             if self.rbuf.is_empty() && deadline.is_none() {
                 if !self.idle_wait(w).await {
                     return Ok(HeadRead::Idle);
                 }
                 // From the first byte on, the whole head must arrive within `header_ms`.
-                deadline = Some(Instant::now() + header_timeout);
+                deadline = Some(w.idle_timers.refresh() + header_timeout);
             }
             if !self.rbuf.is_empty() {
                 self.borrow_scratch(w);
@@ -305,7 +308,7 @@ impl Conn {
             let len = buf.len();
             let cap = buf.capacity();
             let read = self.stream.read(buf.slice_mut(len..cap));
-            let until = deadline.unwrap_or_else(|| Instant::now() + header_timeout);
+            let until = deadline.unwrap_or_else(|| w.idle_timers.now() + header_timeout);
             // The header deadline rides on the ticker's coarse timers: a monoio timer here
             // would make every connection's task hundreds of bytes larger.
             let (res, back) = monoio::select! {

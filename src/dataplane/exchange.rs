@@ -80,7 +80,7 @@ pub async fn proxy(
     let mut fresh_only = false;
     let mut last_err = None;
     loop {
-        let Some(server) = w.upstreams.pick(be, tried.as_slice()) else {
+        let Some(server) = w.upstreams.pick(be, tried.as_slice(), w.idle_timers.now()) else {
             // Every server was tried: the client hears why the last attempt failed.
             let err = last_err.unwrap_or(ProxyError::NoServer);
             return finish_failed(c, w, head, body, err).await;
@@ -167,7 +167,8 @@ async fn attempt(
     let pooled = if fresh_only {
         None
     } else {
-        w.upstreams.take(addr, be.settings.keepalive_period)
+        w.upstreams
+            .take(addr, be.settings.keepalive_period, w.idle_timers.now())
     };
     let reused = pooled.is_some();
     let mut up = match pooled {
@@ -198,16 +199,18 @@ async fn attempt(
 
     // Head plus the body bytes that came with it, in one writev.
     let g = build_upstream_head(c, w, head, target, body);
-    let sent = monoio::time::timeout(w.cfg.timeouts.send(), write_gather(&mut up, g)).await;
+    let sent = w
+        .timed(w.cfg.timeouts.send(), write_gather(&mut up, g))
+        .await;
     let res = match sent {
-        Ok((res, g)) => {
+        Some((res, g)) => {
             let (rbuf, extra, iov) = g.into_parts();
             c.rbuf = rbuf;
             c.extra = extra;
             c.iov = iov;
             res
         }
-        Err(_) => {
+        None => {
             // The buffers went with the cancelled write; the request cannot be replayed.
             c.rbuf = Vec::with_capacity(w.cfg.idle_buffer_bytes);
             body.complete = false;

@@ -81,7 +81,8 @@ impl Conn {
         r.status = 0;
         r.frontend = None;
         r.upstream = None;
-        r.started = Some(Instant::now());
+        // Read when the head's first byte arrived (`Conn::read_head`).
+        r.started = Some(w.idle_timers.now());
         if !w.access_log.enabled() {
             return;
         }
@@ -136,7 +137,7 @@ impl Conn {
             (0, false) => return,
             (s, _) => s,
         };
-        let elapsed = started.elapsed();
+        let elapsed = w.idle_timers.refresh().saturating_duration_since(started);
         let series = r.frontend.take().unwrap_or_else(|| w.stats.no_route());
         w.stats.request(&series, status, elapsed);
         if let Some(l) = &r.log {

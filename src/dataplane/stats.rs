@@ -24,8 +24,7 @@
 //! counted under [`OVERFLOW_FRONTEND`]), so memory stays bounded however routes churn.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
@@ -170,31 +169,9 @@ impl NodeStats {
     }
 }
 
-/// FNV-1a: frontend ids are short strings chosen by operators, not by clients, so a fast
-/// non-keyed hash is enough for the per-request lookup.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type FastMap<V> = HashMap<Arc<str>, V, BuildHasherDefault<Fnv>>;
+/// Frontend ids are short strings chosen by operators, not by clients: a non-keyed hash is
+/// enough for the per-request lookup.
+type FastMap<V> = super::fast_hash::FastMap<Arc<str>, V>;
 
 /// One frontend's series as the worker holds it.
 pub struct FrontendSeries {

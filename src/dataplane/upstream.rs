@@ -2,12 +2,12 @@
 //! passive failure marking (nginx's `max_fails` / `fail_timeout`). Core-local, no locks.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
+use super::fast_hash::FastMap;
 use crate::route::{Backend, Server};
 
 /// Pool and health settings, from the profile.
@@ -51,9 +51,9 @@ struct Health {
 
 pub struct Upstreams {
     settings: UpstreamSettings,
-    idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
-    health: RefCell<HashMap<SocketAddr, Health>>,
-    cursor: RefCell<HashMap<Box<str>, u64>>,
+    idle: RefCell<FastMap<SocketAddr, Vec<Idle>>>,
+    health: RefCell<FastMap<SocketAddr, Health>>,
+    cursor: RefCell<FastMap<Box<str>, u64>>,
 }
 
 impl Upstreams {
@@ -67,20 +67,26 @@ impl Upstreams {
     }
 
     /// A pooled connection to `addr`, most recently used first; expired ones are closed.
-    pub fn take(&self, addr: SocketAddr, max_idle_age: Option<Duration>) -> Option<TcpStream> {
+    /// `now` is the worker's clock.
+    pub fn take(
+        &self,
+        addr: SocketAddr,
+        max_idle_age: Option<Duration>,
+        now: Instant,
+    ) -> Option<TcpStream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let ttl = max_idle_age.unwrap_or(self.settings.idle_timeout);
         while let Some(c) = list.pop() {
-            if c.since.elapsed() < ttl && is_quiet(&c.stream) {
+            if now.saturating_duration_since(c.since) < ttl && is_quiet(&c.stream) {
                 return Some(c.stream);
             }
         }
         None
     }
 
-    /// Keep a connection whose last exchange ended cleanly.
-    pub fn put(&self, addr: SocketAddr, stream: TcpStream, max_idle: Option<usize>) {
+    /// Keep a connection whose last exchange ended cleanly (`now`: the worker's clock).
+    pub fn put(&self, addr: SocketAddr, stream: TcpStream, max_idle: Option<usize>, now: Instant) {
         let cap = max_idle.unwrap_or(self.settings.max_idle_per_server);
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
@@ -90,10 +96,7 @@ impl Upstreams {
             }
             list.remove(0);
         }
-        list.push(Idle {
-            stream,
-            since: Instant::now(),
-        });
+        list.push(Idle { stream, since: now });
     }
 
     /// Close idle connections past their timeout (called from the worker's ticker).
@@ -115,8 +118,14 @@ impl Upstreams {
 
     /// Choose a server by weighted round-robin, skipping servers marked down and those in
     /// `tried`. When every untried server is marked down, one is used anyway (as Envoy's panic
-    /// mode): a passive mark only steers traffic while there is an alternative.
-    pub fn pick<'t>(&self, backend: &'t Backend, tried: &[SocketAddr]) -> Option<&'t Server> {
+    /// mode): a passive mark only steers traffic while there is an alternative. `now`: the
+    /// worker's clock.
+    pub fn pick<'t>(
+        &self,
+        backend: &'t Backend,
+        tried: &[SocketAddr],
+        now: Instant,
+    ) -> Option<&'t Server> {
         let servers = &backend.servers;
         if servers.is_empty() {
             return None;
@@ -142,7 +151,6 @@ impl Upstreams {
                 break;
             }
         }
-        let now = Instant::now();
         let mut fallback = None;
         for k in 0..servers.len() {
             let s = &servers[(first + k) % servers.len()];
@@ -231,7 +239,7 @@ mod tests {
         let b = backend(&[("127.0.0.1:1", 1), ("127.0.0.1:2", 3)]);
         let u = ups(1);
         let picks: Vec<u16> = (0..8)
-            .map(|_| u.pick(&b, &[]).unwrap().addr.port())
+            .map(|_| u.pick(&b, &[], Instant::now()).unwrap().addr.port())
             .collect();
         assert_eq!(picks.iter().filter(|p| **p == 1).count(), 2);
         assert_eq!(picks.iter().filter(|p| **p == 2).count(), 6);
@@ -243,13 +251,17 @@ mod tests {
         let u = ups(1);
         u.mark_failed("127.0.0.1:1".parse().unwrap());
         for _ in 0..4 {
-            assert_eq!(u.pick(&b, &[]).unwrap().addr.port(), 2);
+            assert_eq!(u.pick(&b, &[], Instant::now()).unwrap().addr.port(), 2);
         }
         let tried = ["127.0.0.1:2".parse().unwrap()];
-        assert_eq!(u.pick(&b, &tried).unwrap().addr.port(), 1, "panic mode");
+        assert_eq!(
+            u.pick(&b, &tried, Instant::now()).unwrap().addr.port(),
+            1,
+            "panic mode"
+        );
         u.mark_ok("127.0.0.1:1".parse().unwrap());
         let ports: Vec<u16> = (0..4)
-            .map(|_| u.pick(&b, &[]).unwrap().addr.port())
+            .map(|_| u.pick(&b, &[], Instant::now()).unwrap().addr.port())
             .collect();
         assert!(ports.contains(&1));
     }
@@ -260,7 +272,7 @@ mod tests {
         let u = ups(2);
         u.mark_failed("127.0.0.1:1".parse().unwrap());
         let ports: Vec<u16> = (0..4)
-            .map(|_| u.pick(&b, &[]).unwrap().addr.port())
+            .map(|_| u.pick(&b, &[], Instant::now()).unwrap().addr.port())
             .collect();
         assert!(
             ports.contains(&1),
@@ -268,13 +280,13 @@ mod tests {
         );
         u.mark_failed("127.0.0.1:1".parse().unwrap());
         let ports: Vec<u16> = (0..4)
-            .map(|_| u.pick(&b, &[]).unwrap().addr.port())
+            .map(|_| u.pick(&b, &[], Instant::now()).unwrap().addr.port())
             .collect();
         assert!(!ports.contains(&1));
     }
 
     #[test]
     fn no_servers_means_no_pick() {
-        assert!(ups(1).pick(&backend(&[]), &[]).is_none());
+        assert!(ups(1).pick(&backend(&[]), &[], Instant::now()).is_none());
     }
 }

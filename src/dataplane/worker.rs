@@ -127,7 +127,8 @@ pub struct Worker {
     pub stats: WorkerStats,
     pub access_log: AccessLog,
     pub shutdown: Shutdown,
-    /// Deadlines of idle keep-alive connections, fired by the ticker.
+    /// Deadlines of connections (idle, head, upstream I/O) fired by the ticker, and the
+    /// worker's cached clock.
     pub idle_timers: IdleTimers,
     /// Fired when the worker stops accepting (a handover, or before `shutdown`).
     pub drain: Shutdown,
@@ -155,6 +156,14 @@ impl Worker {
     /// (its listeners went to a newer process) or shutting down.
     pub fn closing(&self) -> bool {
         self.drain.fired() || self.shutdown.fired()
+    }
+
+    /// Run an I/O future with a deadline `limit` from the worker's clock; `None` when it
+    /// passed (the I/O was cancelled).
+    pub async fn timed<F: std::future::Future>(&self, limit: Duration, f: F) -> Option<F::Output> {
+        self.idle_timers
+            .within(self.idle_timers.now() + limit, f)
+            .await
     }
 
     /// Return a buffer to the pool it came from.

@@ -88,17 +88,19 @@ async fn read_response_head(
         }
         let buf = std::mem::take(ubuf);
         let (len, cap) = (buf.len(), buf.capacity());
-        let (res, back) =
-            match monoio::time::timeout(read_timeout, up.read(buf.slice_mut(len..cap))).await {
-                Ok(r) => r,
-                Err(_) => {
-                    let retry = replayable && idempotent && !got_any;
-                    return Err(Outcome::Failed {
-                        err: ProxyError::UpstreamTimeout,
-                        retry,
-                    });
-                }
-            };
+        let (res, back) = match w
+            .timed(read_timeout, up.read(buf.slice_mut(len..cap)))
+            .await
+        {
+            Some(r) => r,
+            None => {
+                let retry = replayable && idempotent && !got_any;
+                return Err(Outcome::Failed {
+                    err: ProxyError::UpstreamTimeout,
+                    retry,
+                });
+            }
+        };
         *ubuf = back.into_inner();
         match res {
             // The request went out whole on a pooled connection and nothing came back: the
@@ -225,9 +227,11 @@ pub(super) async fn relay_response(
     g.push_static(b"\r\n");
     g.push_data(rh.head_len, rh.head_len + first_k);
     let head_bytes = g.remaining() as u64;
-    let sent = monoio::time::timeout(w.cfg.timeouts.send(), write_gather(&mut c.stream, g)).await;
+    let sent = w
+        .timed(w.cfg.timeouts.send(), write_gather(&mut c.stream, g))
+        .await;
     let mut ubuf = match sent {
-        Ok((Ok(()), g)) => {
+        Some((Ok(()), g)) => {
             c.rec.status = rh.status;
             c.rec.tx += head_bytes;
             let (ubuf, extra, iov) = g.into_parts();
@@ -299,8 +303,9 @@ pub(super) async fn relay_response(
     // An upstream that answered before the whole request body was sent still expects the rest
     // of it: that connection cannot carry another request.
     if rh.keep_alive && !surplus && !d.force_close && rh.framing != BodyFraming::UntilClose {
+        let now = w.idle_timers.now();
         w.upstreams
-            .put(server.addr, up, be.settings.max_idle_per_host);
+            .put(server.addr, up, be.settings.max_idle_per_host, now);
     }
     c.consume(d.consume_end);
     Outcome::Done(if client_keep {
