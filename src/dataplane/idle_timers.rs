@@ -54,19 +54,11 @@ impl IdleTimers {
 
     /// Run `f` until it completes (`Some`) or `deadline` passes (`None`; `f` is dropped, which
     /// cancels its I/O). `f` is polled first, so a finished operation always wins.
-    pub async fn within<F: Future>(&self, deadline: Instant, f: F) -> Option<F::Output> {
-        let mut f = std::pin::pin!(f);
-        let mut timer = std::pin::pin!(self.until(deadline));
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(v) = f.as_mut().poll(cx) {
-                return Poll::Ready(Some(v));
-            }
-            match timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
+    pub fn within<F: Future>(&self, deadline: Instant, f: F) -> Within<'_, F> {
+        Within {
+            f,
+            timer: self.until(deadline),
+        }
     }
 
     /// The cached clock: at most one tick old, or fresher after [`IdleTimers::refresh`].
@@ -147,6 +139,30 @@ impl IdleTimers {
             .iter()
             .filter(|s| matches!(s, Slot::Armed { .. }))
             .count()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An operation raced against a deadline ([`IdleTimers::within`]).
+    pub struct Within<'a, F> {
+        #[pin]
+        f: F,
+        timer: IdleTimer<'a>,
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(v) = this.f.poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        match Pin::new(this.timer).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

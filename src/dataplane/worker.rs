@@ -13,7 +13,7 @@ use monoio::net::TcpListener;
 use super::access_log::AccessLog;
 use super::buffers::{BufPool, ScratchPool};
 use super::conn::serve;
-use super::idle_timers::IdleTimers;
+use super::idle_timers::{IdleTimers, Within};
 use super::listener::ListenerCtx;
 use super::shutdown::Shutdown;
 use super::stats::{NodeStats, WorkerShared, WorkerStats};
@@ -160,10 +160,8 @@ impl Worker {
 
     /// Run an I/O future with a deadline `limit` from the worker's clock; `None` when it
     /// passed (the I/O was cancelled).
-    pub async fn timed<F: std::future::Future>(&self, limit: Duration, f: F) -> Option<F::Output> {
-        self.idle_timers
-            .within(self.idle_timers.now() + limit, f)
-            .await
+    pub fn timed<F: std::future::Future>(&self, limit: Duration, f: F) -> Within<'_, F> {
+        self.idle_timers.within(self.idle_timers.now() + limit, f)
     }
 
     /// Return a buffer to the pool it came from.
