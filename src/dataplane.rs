@@ -10,6 +10,7 @@ mod exchange;
 mod gather;
 mod idle_timers;
 mod listener;
+mod pipes;
 mod record;
 mod respond;
 mod shutdown;
