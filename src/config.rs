@@ -364,6 +364,11 @@ pub struct LimitsConfig {
     /// Buffer an idle keep-alive client connection keeps for its next request head, in bytes;
     /// it grows up to `max_head_bytes` for larger heads. Default 1024.
     pub idle_buffer_bytes: usize,
+    /// A Content-Length body (request or response) with at least this many bytes still to
+    /// come after its head moves socket -> pipe -> socket with `splice`, never copied through
+    /// user space; smaller, chunked and close-delimited bodies go through `body_buffer_bytes`
+    /// buffers. 0 turns splicing off. Default 65536.
+    pub splice_min_bytes: u64,
 }
 
 impl Default for LimitsConfig {
@@ -376,6 +381,7 @@ impl Default for LimitsConfig {
             buffer_bytes: 16 * 1024,
             body_buffer_bytes: 64 * 1024,
             idle_buffer_bytes: 1024,
+            splice_min_bytes: 64 * 1024,
         }
     }
 }

@@ -11,6 +11,7 @@ mod fast_hash;
 mod gather;
 mod idle_timers;
 mod listener;
+mod pipes;
 mod record;
 mod respond;
 mod shutdown;

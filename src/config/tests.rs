@@ -34,6 +34,7 @@ fn minimal_profile_takes_documented_defaults() {
     assert!(p.node.pin_workers);
     assert_eq!(p.listeners[0].role, ListenerRole::Mesh);
     assert_eq!(p.limits.max_headers, 100);
+    assert_eq!(p.limits.splice_min_bytes, 64 * 1024);
     assert_eq!(p.timeouts.connect_ms, 3000);
     assert_eq!(p.etcd.prefix, "/vulcand");
     assert!(p.admin.is_none());

@@ -4,6 +4,7 @@
 
 mod body;
 mod response;
+mod splice;
 mod upstream_head;
 
 use body::stream_request_body;

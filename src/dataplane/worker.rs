@@ -15,6 +15,7 @@ use super::buffers::{BufPool, ScratchPool};
 use super::conn::serve;
 use super::idle_timers::{IdleTimers, Within};
 use super::listener::ListenerCtx;
+use super::pipes::PipePool;
 use super::shutdown::Shutdown;
 use super::stats::{NodeStats, WorkerShared, WorkerStats};
 use super::upstream::{UpstreamSettings, Upstreams};
@@ -43,6 +44,7 @@ pub struct DataPlaneConfig {
     pub buffer_bytes: usize,
     pub body_buffer_bytes: usize,
     pub idle_buffer_bytes: usize,
+    pub splice_min_bytes: u64,
     pub timeouts: TimeoutsConfig,
     pub upstream: UpstreamConfig,
     pub shutdown_grace: Duration,
@@ -84,6 +86,7 @@ impl DataPlaneConfig {
             buffer_bytes: p.limits.buffer_bytes,
             body_buffer_bytes: p.limits.body_buffer_bytes,
             idle_buffer_bytes: p.limits.idle_buffer_bytes,
+            splice_min_bytes: p.limits.splice_min_bytes,
             timeouts: p.timeouts.clone(),
             upstream: p.upstream.clone(),
             shutdown_grace: Duration::from_secs(p.node.shutdown_grace_secs),
@@ -121,6 +124,8 @@ pub struct Worker {
     pub bufs: BufPool,
     /// Larger buffers for streaming the rest of a body.
     pub body_bufs: BufPool,
+    /// Pipes large bodies are spliced through.
+    pub pipes: PipePool,
     pub scratch: ScratchPool,
     pub upstreams: Upstreams,
     /// Counters for `/metrics`, written only by this worker.
@@ -502,6 +507,7 @@ async fn worker_main(
         // spike does not leave megabytes parked per worker.
         bufs: BufPool::new(cfg.buffer_bytes, 128),
         body_bufs: BufPool::new(cfg.body_buffer_bytes, 16),
+        pipes: PipePool::new(cfg.splice_min_bytes),
         scratch: ScratchPool::default(),
         upstreams: Upstreams::new(UpstreamSettings {
             max_idle_per_server: cfg.upstream.max_idle_per_server,

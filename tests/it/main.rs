@@ -21,5 +21,6 @@ mod memory;
 mod origin;
 mod proxy;
 mod smoke;
+mod splice;
 mod throttle;
 mod upstream;

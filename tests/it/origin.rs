@@ -299,10 +299,32 @@ fn read_request(
     Some(seen)
 }
 
+/// Byte `i` of the bodies the bulk origins send and tests upload: it depends on the position,
+/// so a lost, repeated or reordered stretch of a body shows.
+pub fn body_byte(i: u64) -> u8 {
+    (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8
+}
+
+/// FNV-1a, 64 bits: a body's fingerprint, computed as the bytes stream past.
+pub struct Fnv(pub u64);
+
+impl Fnv {
+    pub fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 /// Origins for bulk transfers: they never hold a body in memory.
 impl Origin {
-    /// Reads Content-Length request bodies and discards them; answers `200` with the number of
-    /// body bytes received. Heads are recorded in `seen()` (with an empty body).
+    /// Reads Content-Length request bodies (exactly their length) and discards them; answers
+    /// `200` with "<FNV-1a of the body, 16 hex digits> <number of body bytes>". Heads are
+    /// recorded in `seen()` (with an empty body).
     #[allow(dead_code)]
     pub fn counting() -> Origin {
         Origin::bulk(|stream, seen, _| {
@@ -311,38 +333,56 @@ impl Origin {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .unwrap_or(0);
             let mut left = body_len;
+            let mut sum = Fnv::new();
             let mut chunk = vec![0u8; 65536];
             while left > 0 {
                 let want = (chunk.len() as u64).min(left) as usize;
                 match stream.read(&mut chunk[..want]) {
                     Ok(0) | Err(_) => return false,
-                    Ok(n) => left -= n as u64,
+                    Ok(n) => {
+                        sum.update(&chunk[..n]);
+                        left -= n as u64;
+                    }
                 }
             }
-            let body = body_len.to_string();
+            let body = format!("{:016x} {body_len}", sum.0);
             let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
             stream.write_all(head.as_bytes()).is_ok() && stream.write_all(body.as_bytes()).is_ok()
         })
     }
 
-    /// Answers every (bodiless) request with `200` and a generated body of `len` bytes.
+    /// Answers every (bodiless) request with `200` and a body of `len` bytes made of
+    /// [`body_byte`]s.
     #[allow(dead_code)]
     pub fn streaming(len: u64) -> Origin {
-        Origin::bulk(move |stream, _, _| {
+        Origin::streaming_cut(len, None)
+    }
+
+    /// Like [`Origin::streaming`], but on its first connection the origin closes after `cut`
+    /// body bytes (when given): a response shorter than its Content-Length.
+    #[allow(dead_code)]
+    pub fn streaming_cut(len: u64, cut: Option<u64>) -> Origin {
+        Origin::bulk(move |stream, _, conn| {
             let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
             if stream.write_all(head.as_bytes()).is_err() {
                 return false;
             }
-            let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
-            let mut left = len;
-            while left > 0 {
-                let n = (chunk.len() as u64).min(left) as usize;
-                if stream.write_all(&chunk[..n]).is_err() {
+            let end = match cut {
+                Some(cut) if conn == 0 => cut.min(len),
+                _ => len,
+            };
+            let mut chunk = Vec::with_capacity(65536);
+            let mut at = 0;
+            while at < end {
+                let n = 65536.min(end - at);
+                chunk.clear();
+                chunk.extend((at..at + n).map(body_byte));
+                if stream.write_all(&chunk).is_err() {
                     return false;
                 }
-                left -= n as u64;
+                at += n;
             }
-            true
+            end == len
         })
     }
 

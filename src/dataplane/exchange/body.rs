@@ -1,5 +1,5 @@
 //! The request body as it streams from the client to the upstream: how much of it came with
-//! the head, how much is still to come, and the buffer-by-buffer relay of the rest.
+//! the head, how much is still to come, and the relay of the rest (spliced or buffered).
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -8,6 +8,7 @@ use monoio::net::TcpStream;
 use super::super::conn::Conn;
 use super::super::error::ProxyError;
 use super::super::worker::Worker;
+use super::splice::{splice_exact, Count, Deadlines, SpliceError};
 use crate::http::{BodyFraming, ChunkedDecoder, RequestHead};
 
 /// The request body: how much of it is in the read buffer and how much is still to come.
@@ -80,8 +81,9 @@ impl BodyState {
     }
 }
 
-/// Stream the rest of the request body from the client to the upstream, buffer by buffer,
-/// writing each buffer as it was read. Pipelined bytes after the body stay in `rbuf`.
+/// Stream the rest of the request body from the client to the upstream: spliced when it is a
+/// large Content-Length body, otherwise buffer by buffer, writing each buffer as it was read.
+/// Pipelined bytes after the body stay in `rbuf` (or, spliced, unread in the socket).
 pub(super) async fn stream_request_body(
     c: &mut Conn,
     w: &Worker,
@@ -89,6 +91,36 @@ pub(super) async fn stream_request_body(
     body: &mut BodyState,
 ) -> Result<(), ProxyError> {
     c.rbuf.clear();
+    if let BodyFraming::Length(_) = body.framing {
+        if let Some(mut pipe) = w.pipes.lease(body.remaining) {
+            let deadlines = Deadlines {
+                read: w.cfg.timeouts.body(),
+                send: w.cfg.timeouts.send(),
+            };
+            let rx = &mut c.rec.rx;
+            let moved = splice_exact(
+                &c.stream,
+                up,
+                &mut pipe,
+                body.remaining,
+                deadlines,
+                rx,
+                Count::Read,
+            )
+            .await;
+            return match moved {
+                Ok(()) => {
+                    body.remaining = 0;
+                    body.complete = true;
+                    body.buffered_end = 0;
+                    Ok(())
+                }
+                Err(SpliceError::ReadTimeout) => Err(ProxyError::ClientTimeout),
+                Err(SpliceError::ReadEnded) => Err(ProxyError::ClientGone),
+                Err(SpliceError::Write(e)) => Err(ProxyError::BodyWrite(e)),
+            };
+        }
+    }
     let mut buf = w.body_bufs.take();
     loop {
         buf.clear();

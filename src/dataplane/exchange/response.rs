@@ -1,6 +1,6 @@
 //! The upstream's response: its head read and checked, interim responses passed on, the head
-//! relayed as slices plus the proxy's Connection line, the body streamed back; or the switch
-//! to a tunnel after a 101.
+//! relayed as slices plus the proxy's Connection line, the body streamed back (spliced when it
+//! is large and length-framed); or the switch to a tunnel after a 101.
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -10,6 +10,7 @@ use super::super::conn::{Conn, Next};
 use super::super::error::ProxyError;
 use super::super::gather::{write_gather, Gather};
 use super::super::worker::Worker;
+use super::splice::{splice_exact, Count, Deadlines, SpliceError};
 use super::Outcome;
 use crate::http::request::Method;
 use crate::http::{
@@ -241,16 +242,47 @@ pub(super) async fn relay_response(
         }
         _ => return Outcome::Aborted,
     };
+    let read_timeout = be
+        .settings
+        .read_timeout
+        .unwrap_or(w.cfg.timeouts.upstream_read());
+    if !done && matches!(rh.framing, BodyFraming::Length(_)) {
+        if let Some(mut pipe) = w.pipes.lease(remaining) {
+            let deadlines = Deadlines {
+                read: read_timeout,
+                send: w.cfg.timeouts.send(),
+            };
+            let tx = &mut c.rec.tx;
+            let moved = splice_exact(
+                &up,
+                &c.stream,
+                &mut pipe,
+                remaining,
+                deadlines,
+                tx,
+                Count::Written,
+            );
+            match moved.await {
+                Ok(()) => done = true,
+                Err(e) => {
+                    w.give_buf(ubuf);
+                    match e {
+                        SpliceError::ReadTimeout => {
+                            w.stats.upstream_failed(&ProxyError::UpstreamTimeout)
+                        }
+                        SpliceError::ReadEnded => w.upstreams.mark_failed(server.addr),
+                        SpliceError::Write(_) => {}
+                    }
+                    return Outcome::Aborted;
+                }
+            }
+        }
+    }
     if !done {
         // The rest of the body moves through a large buffer: fewer reads and writes per byte.
         w.bufs
             .give(std::mem::replace(&mut ubuf, w.body_bufs.take()));
     }
-
-    let read_timeout = be
-        .settings
-        .read_timeout
-        .unwrap_or(w.cfg.timeouts.upstream_read());
     while !done {
         ubuf.clear();
         let cap = ubuf.capacity();
