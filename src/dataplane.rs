@@ -7,7 +7,6 @@ mod buffers;
 mod conn;
 mod error;
 mod exchange;
-mod fast_hash;
 mod gather;
 mod idle_timers;
 mod listener;

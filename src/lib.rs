@@ -12,6 +12,7 @@ pub mod control;
 pub mod dataplane;
 pub mod demo;
 pub mod edge;
+pub mod fast_hash;
 pub mod handover;
 pub mod http;
 pub mod node;

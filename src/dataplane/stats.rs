@@ -171,7 +171,7 @@ impl NodeStats {
 
 /// Frontend ids are short strings chosen by operators, not by clients: a non-keyed hash is
 /// enough for the per-request lookup.
-type FastMap<V> = super::fast_hash::FastMap<Arc<str>, V>;
+type FastMap<V> = crate::fast_hash::FastMap<Arc<str>, V>;
 
 /// One frontend's series as the worker holds it.
 pub struct FrontendSeries {

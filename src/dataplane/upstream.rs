@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
-use super::fast_hash::FastMap;
+use crate::fast_hash::FastMap;
 use crate::route::{Backend, Server};
 
 /// Pool and health settings, from the profile.

@@ -46,6 +46,8 @@ use std::sync::Arc;
 
 use regex::bytes::Regex;
 
+use crate::fast_hash::FastMap;
+
 use super::documents;
 use super::expr::{self, request_path, Expr, Matcher};
 use super::template::HostTemplate;
@@ -123,7 +125,7 @@ impl RouteInfo {
 
 #[derive(Debug)]
 struct HostIndex {
-    exact: HashMap<Box<[u8]>, PathIndex>,
+    exact: FastMap<Box<[u8]>, PathIndex>,
     templates: Vec<(HostTemplate, PathIndex)>,
     regexes: Vec<(Regex, PathIndex)>,
     any: PathIndex,
@@ -132,7 +134,7 @@ struct HostIndex {
 impl Default for HostIndex {
     fn default() -> Self {
         HostIndex {
-            exact: HashMap::new(),
+            exact: FastMap::default(),
             templates: Vec::new(),
             regexes: Vec::new(),
             any: PathIndex::new(),

@@ -6,14 +6,14 @@
 //! Entries are frontend ranks (positions in precedence order), so every candidate list is
 //! sorted best first and "better" is "smaller".
 
-use std::collections::HashMap;
+use crate::fast_hash::FastMap;
 
 use super::template::{path_body, split_first, PathTemplate, Segment};
 
 /// A segment-trie node for templated paths.
 #[derive(Debug, Default)]
 struct Node {
-    literal: HashMap<Box<[u8]>, Node>,
+    literal: FastMap<Box<[u8]>, Node>,
     int: Option<Box<Node>>,
     string: Option<Box<Node>>,
     /// Ranks of templates whose `<path:x>` starts here.
@@ -80,9 +80,9 @@ pub(crate) enum PathKey<'a> {
 /// The path index of one host (or of all hosts).
 #[derive(Debug, Default)]
 pub(crate) struct PathIndex {
-    exact: HashMap<Box<[u8]>, Vec<u32>>,
+    exact: FastMap<Box<[u8]>, Vec<u32>>,
     templates: Node,
-    prefixes: HashMap<Box<[u8]>, Vec<u32>>,
+    prefixes: FastMap<Box<[u8]>, Vec<u32>>,
     /// Distinct prefix lengths, longest first.
     prefix_lens: Vec<usize>,
     other: Vec<u32>,
