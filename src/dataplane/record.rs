@@ -12,7 +12,8 @@ use super::stats::FrontendSeries;
 use super::worker::Worker;
 use crate::http::{FieldKind, RequestHead};
 
-/// Per-connection accounting. Byte counts are connection totals; a request's share is the
+/// Accounting of one spell of activity on a connection (a cold connection starts a new spell
+/// with every byte accounted). Byte counts are totals of the spell; a request's share is the
 /// difference between its start and end, corrected for pipelined bytes read ahead.
 #[derive(Default)]
 pub struct RequestRecord {
@@ -159,8 +160,9 @@ impl Conn {
         }
     }
 
-    /// The connection is closing: count bytes no request was charged with, return buffers.
-    pub(super) fn end_connection(&mut self, w: &Worker) {
+    /// The connection closes or goes cold: count bytes no request was charged with and give
+    /// the access-log scratch back, so a cold connection holds none.
+    pub(super) fn end_spell(&mut self, w: &Worker) {
         account_bytes(w, &mut self.rec);
         if let Some(l) = self.rec.log.take() {
             w.access_log.give_scratch(l.text);

@@ -78,19 +78,24 @@ fn client_stalling_mid_head_gets_408_and_is_closed() {
     let origin = Origin::ok();
     let rw = limited(&origin, "[timeouts]\nheader_ms = 300\n");
     let mut c = Client::connect(rw.addr);
+    stall_mid_head_and_expect_408(&mut c);
+    assert_eq!(origin.connections(), 0);
+}
+
+/// Send half a head and stop: a 408 comes within a second or so and the connection closes.
+fn stall_mid_head_and_expect_408(c: &mut Client) {
     let started = Instant::now();
     c.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n");
     let r = c.read_response(false).expect("408 response");
     assert_eq!(r.status, 408, "{}", r.text());
     assert!(started.elapsed() < Duration::from_millis(1500));
     assert!(c.is_closed(Duration::from_secs(2)));
-    assert_eq!(origin.connections(), 0);
 }
 
-#[test]
-fn idle_keep_alive_connection_is_closed_after_keepalive_ms() {
+/// After one request, the idle connection is closed within `window` after its response.
+fn assert_idle_close_within(profile: &str, window: std::ops::Range<Duration>) {
     let origin = Origin::ok();
-    let rw = limited(&origin, "[timeouts]\nkeepalive_ms = 300\n");
+    let rw = limited(&origin, profile);
     let mut c = Client::connect(rw.addr);
     c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.read_response(false).expect("response").status, 200);
@@ -100,10 +105,37 @@ fn idle_keep_alive_connection_is_closed_after_keepalive_ms() {
         "idle connection kept open"
     );
     let idle = idle_since.elapsed();
-    assert!(
-        idle >= Duration::from_millis(250) && idle < Duration::from_millis(1500),
-        "closed after {idle:?}"
+    assert!(window.contains(&idle), "closed after {idle:?}");
+}
+
+#[test]
+fn idle_keep_alive_connection_is_closed_after_keepalive_ms() {
+    assert_idle_close_within(
+        "[timeouts]\nkeepalive_ms = 300\n",
+        Duration::from_millis(250)..Duration::from_millis(1500),
     );
+}
+
+#[test]
+fn the_keep_alive_timeout_counts_from_the_last_response_through_the_cold_wait() {
+    assert_idle_close_within(
+        "[timeouts]\nidle_hot_ms = 100\nkeepalive_ms = 600\n",
+        Duration::from_millis(550)..Duration::from_millis(1100),
+    );
+}
+
+#[test]
+fn a_head_started_after_the_connection_went_cold_still_has_header_ms_to_arrive() {
+    let origin = Origin::ok();
+    let rw = limited(
+        &origin,
+        "[timeouts]\nidle_hot_ms = 50\nheader_ms = 300\nkeepalive_ms = 10000\n",
+    );
+    let mut c = Client::connect(rw.addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("response").status, 200);
+    std::thread::sleep(Duration::from_millis(250));
+    stall_mid_head_and_expect_408(&mut c);
 }
 
 #[test]
