@@ -11,6 +11,7 @@ mod gather;
 mod idle_timers;
 mod listener;
 mod pipes;
+mod reclaim;
 mod record;
 mod respond;
 mod shutdown;

@@ -113,6 +113,7 @@ pub fn serve(
             // While requests come, the connection's buffers, record and request state live in
             // one allocation per spell of activity (not per request); a cold connection's
             // task keeps only the socket, its identity and the small readiness wait below.
+            w.reclaim.spell_started();
             let active = Box::pin(spell(
                 Conn::new(&w, stream, peer, listener.clone(), trusted_hop),
                 &w,
@@ -122,6 +123,7 @@ pub fn serve(
             // task while the connection waits cold.
             let deadline = {
                 let (back, end) = active.await;
+                w.reclaim.spell_ended();
                 stream = back;
                 match end {
                     SpellEnd::Cold(deadline) => deadline,

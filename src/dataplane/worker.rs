@@ -16,6 +16,7 @@ use super::conn::serve;
 use super::idle_timers::{IdleTimers, Within};
 use super::listener::ListenerCtx;
 use super::pipes::PipePool;
+use super::reclaim::Reclaim;
 use super::shutdown::Shutdown;
 use super::stats::{NodeStats, WorkerShared, WorkerStats};
 use super::upstream::{UpstreamSettings, Upstreams};
@@ -140,6 +141,8 @@ pub struct Worker {
     pub throttle: RefCell<Throttle>,
     /// Client connections currently open.
     pub active: Cell<usize>,
+    /// When to give memory freed by connections gone cold back to the OS.
+    pub reclaim: Reclaim,
     id_seed: u64,
     id_counter: Cell<u64>,
 }
@@ -525,6 +528,7 @@ async fn worker_main(
         idle_timers: IdleTimers::default(),
         drain: Shutdown::default(),
         active: Cell::new(0),
+        reclaim: Reclaim::default(),
         id_seed: random_seed(id),
         id_counter: Cell::new(0),
     });
@@ -572,6 +576,9 @@ async fn worker_main(
         w.throttle.borrow_mut().sweep();
         w.stats.tick(&w.table());
         w.access_log.flush();
+        if w.reclaim.tick() {
+            super::reclaim::release_free_memory();
+        }
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             w.upstreams.sweep();
             last_sweep = Instant::now();
