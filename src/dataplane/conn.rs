@@ -51,6 +51,9 @@ pub struct Conn {
     pub rewritten: Vec<u8>,
     /// Counters and access-log facts of the request in flight.
     pub rec: RequestRecord,
+    /// Cancels the hot idle read; one per spell, so a busy connection's requests allocate
+    /// none (a canceller's registration set keeps its capacity).
+    canceller: monoio::io::Canceller,
 }
 
 /// An IP address as text in a fixed inline buffer (the longest IPv6 text is 45 bytes).
@@ -238,6 +241,7 @@ impl Conn {
             listener,
             rewritten: Vec::new(),
             rec: RequestRecord::default(),
+            canceller: monoio::io::Canceller::new(),
         }
     }
 
@@ -311,11 +315,10 @@ impl Conn {
         }
         let buf = std::mem::take(&mut self.rbuf);
         let cap = buf.capacity();
-        let canceller = monoio::io::Canceller::new();
         let (cancelled, (res, back)) = {
             let read = self
                 .stream
-                .cancelable_read(buf.slice_mut(0..cap), canceller.handle());
+                .cancelable_read(buf.slice_mut(0..cap), self.canceller.handle());
             let mut read = std::pin::pin!(read);
             let first = monoio::select! {
                 r = &mut read => Some(r),
@@ -325,7 +328,7 @@ impl Conn {
             match first {
                 Some(r) => (false, r),
                 None => {
-                    canceller.cancel();
+                    self.canceller = std::mem::take(&mut self.canceller).cancel();
                     (true, read.await)
                 }
             }
