@@ -10,7 +10,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// A `HashMap` with [`FastHasher`], for keys no client chooses.
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
-/// rustc's FxHash: eight bytes per step (a rotate, an xor and a multiply).
+/// FxHash's word-at-a-time mixing (a rotate, an xor and a multiply per eight bytes) with a
+/// splitmix64 finish. The finish matters: a multiply only carries low bits upwards, so without
+/// it keys that differ only in later bytes (`/r00001/`, `/r00002/`...) share their low bits,
+/// which is exactly what a hash table uses to pick a bucket.
 #[derive(Default, Clone, Copy)]
 pub struct FastHasher(u64);
 
@@ -26,7 +29,10 @@ impl FastHasher {
 impl Hasher for FastHasher {
     #[inline]
     fn finish(&self) -> u64 {
-        self.0
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 
     #[inline]
@@ -95,5 +101,19 @@ mod tests {
             .collect();
         assert_eq!(map.get(b"/r04242/".as_slice()), Some(&4242));
         assert_eq!(map.get(b"/r4242/".as_slice()), None);
+    }
+
+    #[test]
+    fn keys_differing_only_in_later_bytes_spread_over_the_low_bits() {
+        // A hash table picks buckets by the low bits: 10,000 route prefixes must not crowd
+        // into a few of 16,384 buckets.
+        let buckets: std::collections::HashSet<u64> = (0..10_000)
+            .map(|i| hash(format!("/r{i:05}/").as_bytes()) & 0x3fff)
+            .collect();
+        assert!(buckets.len() > 6_000, "{} distinct buckets", buckets.len());
+        let ports: std::collections::HashSet<u64> = (0..1_000u16)
+            .map(|p| hash(&std::net::SocketAddr::from(([127, 0, 0, 1], 20_000 + p))) & 0x3ff)
+            .collect();
+        assert!(ports.len() > 500, "{} distinct buckets", ports.len());
     }
 }
