@@ -405,6 +405,17 @@ pub fn start(
     })
 }
 
+/// io_uring setup flags a worker asks for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RingFlags {
+    /// COOP_TASKRUN + SINGLE_ISSUER + DEFER_TASKRUN: completions are processed only in the
+    /// worker's own `io_uring_enter`, without interrupting it.
+    Deferred,
+    /// COOP_TASKRUN + SINGLE_ISSUER.
+    Cooperative,
+    Default,
+}
+
 /// A worker's sockets, each with the index of its listener.
 type Sockets = Vec<(std::net::TcpListener, usize)>;
 
@@ -436,12 +447,15 @@ fn run_worker(
         return;
     }
     if want_uring {
-        let build = |fast: bool| {
+        // Setup flags, fastest first; each step needs an older kernel than the one before
+        // (DEFER_TASKRUN 6.1, SINGLE_ISSUER 6.0, COOP_TASKRUN 5.19).
+        let build = |flags: RingFlags| {
             let mut urb = io_uring::IoUring::builder();
-            if fast {
-                urb.setup_coop_taskrun()
-                    .setup_single_issuer()
-                    .setup_defer_taskrun();
+            if flags != RingFlags::Default {
+                urb.setup_coop_taskrun().setup_single_issuer();
+            }
+            if flags == RingFlags::Deferred {
+                urb.setup_defer_taskrun();
             }
             monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
                 .with_entries(cfg.ring_entries)
@@ -450,15 +464,23 @@ fn run_worker(
                 .build()
         };
         let rt = if cfg.ring_fast_flags {
-            build(true).or_else(|e| {
-                tracing::info!(
-                    worker = id,
-                    "io_uring fast setup flags refused ({e}); using defaults"
-                );
-                build(false)
-            })
+            build(RingFlags::Deferred)
+                .or_else(|e| {
+                    tracing::info!(
+                        worker = id,
+                        "io_uring DEFER_TASKRUN refused ({e}); trying without it"
+                    );
+                    build(RingFlags::Cooperative)
+                })
+                .or_else(|e| {
+                    tracing::info!(
+                        worker = id,
+                        "io_uring fast setup flags refused ({e}); using defaults"
+                    );
+                    build(RingFlags::Default)
+                })
         } else {
-            build(false)
+            build(RingFlags::Default)
         };
         match rt {
             Ok(rt) => return run_on!(rt, Driver::IoUring),
