@@ -19,9 +19,16 @@ struct Tally {
 
 /// One request on `conn` (a new connection when `None`); the connection is kept only when
 /// the response allows it. Every request must get its 200: nothing is retried.
-fn one_request(addr: SocketAddr, conn: &mut Option<Client>, keep_alive: bool, tally: &Tally) {
+fn one_request(
+    addr: SocketAddr,
+    conn: &mut Option<(Client, Instant)>,
+    keep_alive: bool,
+    tally: &Tally,
+) {
+    // For a failure report: a reused connection, and how long it had been idle.
+    let reused = conn.as_ref().map(|(_, since)| since.elapsed());
     let mut c = match conn.take() {
-        Some(c) => c,
+        Some((c, _)) => c,
         None => match std::net::TcpStream::connect(addr) {
             Ok(s) => {
                 s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -50,7 +57,7 @@ fn one_request(addr: SocketAddr, conn: &mut Option<Client>, keep_alive: bool, ta
         Some(r) if r.status == 200 => {
             tally.ok.fetch_add(1, Ordering::Relaxed);
             if keep_alive && r.header("connection") != Some("close") {
-                *conn = Some(c);
+                *conn = Some((c, Instant::now()));
             }
         }
         Some(r) => {
@@ -60,11 +67,12 @@ fn one_request(addr: SocketAddr, conn: &mut Option<Client>, keep_alive: bool, ta
                 .unwrap()
                 .push(format!("status {}: {}", r.status, r.text()))
         }
-        None => tally
-            .failures
-            .lock()
-            .unwrap()
-            .push("connection closed without a response".into()),
+        None => tally.failures.lock().unwrap().push(match reused {
+            Some(idle) => format!(
+                "connection closed without a response (kept-alive connection idle {idle:?})"
+            ),
+            None => "connection closed without a response (new connection)".into(),
+        }),
     }
 }
 
