@@ -4,18 +4,21 @@
 //! allocator keeps those pages and hands emptied ones back to the OS only from its own
 //! allocation paths, which a worker that stopped getting new requests no longer runs: after
 //! a burst, a quiet worker would keep the burst's memory resident. The worker's ticker asks
-//! the allocator to release it once no connection has become active for a while.
+//! the allocator to release it once the worker has served no request and no connection has
+//! become active for a while (a release walks the heap: never on a busy worker).
 
 use std::cell::Cell;
 
-/// Ticks (of the worker's 50 ms ticker) without a connection becoming active before freed
-/// memory is released, and the least time between two releases.
+/// Ticks (of the worker's 50 ms ticker) without a request or a connection becoming active
+/// before freed memory is released, and the least time between two releases.
 const QUIET_TICKS: u32 = 20;
 
-/// Counts connections becoming active and going cold on one worker.
+/// Counts activity (connections becoming active, requests served) and connections going
+/// cold on one worker.
 #[derive(Default)]
 pub struct Reclaim {
-    /// Spells of activity started (a new connection, or a cold one sending again).
+    /// Spells of activity started (a new connection, or a cold one sending again) and
+    /// requests served: a worker whose long-lived connections stay busy is not quiet.
     started: Cell<u64>,
     /// A spell ended since the last release, so there is freed memory to give back.
     freed: Cell<bool>,
@@ -25,6 +28,10 @@ pub struct Reclaim {
 
 impl Reclaim {
     pub fn spell_started(&self) {
+        self.started.set(self.started.get().wrapping_add(1));
+    }
+
+    pub fn request_served(&self) {
         self.started.set(self.started.get().wrapping_add(1));
     }
 
@@ -84,6 +91,13 @@ mod tests {
         for _ in 0..3 * QUIET_TICKS {
             r.spell_started();
             r.spell_ended();
+            assert!(!r.tick());
+        }
+        // Nor does one whose kept-alive connections keep serving requests while another
+        // connection went cold.
+        r.spell_ended();
+        for _ in 0..3 * QUIET_TICKS {
+            r.request_served();
             assert!(!r.tick());
         }
     }

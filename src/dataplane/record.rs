@@ -121,6 +121,7 @@ impl Conn {
     /// The request is done: count it and write its access-log line. `closing` when the
     /// connection closes after it (unread bytes in the buffer then belong to no request).
     pub(super) fn end_request(&mut self, w: &Worker, parsed: bool, closing: bool) {
+        w.reclaim.request_served();
         let r = &mut self.rec;
         let read_ahead = if closing { 0 } else { self.rbuf.len() };
         let bytes_in = (r.rx - r.rx_mark + r.read_ahead as u64).saturating_sub(read_ahead as u64);
