@@ -82,10 +82,13 @@ fn a_new_process_takes_over_the_listeners_without_failing_a_request() {
     let admin: SocketAddr = format!("127.0.0.1:{}", crate::harness::free_port())
         .parse()
         .unwrap();
+    // The old node closes kept-alive connections that sent nothing within the linger (as
+    // nginx closes idle ones on a graceful stop); 1.5 s leaves a load thread that the test
+    // machine stalls for a moment time to hear `Connection: close` on its next response.
     let mut a = Ringway::start_with_workers(
         &catch_all(&[origin.addr]),
         &format!(
-            "[node]\nhandover_socket = \"handover.sock\"\nhandover_linger_ms = 500\n\
+            "[node]\nhandover_socket = \"handover.sock\"\nhandover_linger_ms = 1500\n\
              [admin]\naddr = \"{admin}\"\n"
         ),
         2,
