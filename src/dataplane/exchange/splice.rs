@@ -125,40 +125,38 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
-/// A socket switched to O_NONBLOCK for the length of a relay, switched back when dropped.
-/// io_uring's sockets are blocking, and a splice into a full send buffer would otherwise stall
-/// the whole worker; epoll's already are non-blocking and stay untouched.
+/// A socket switched to non-blocking for the length of a relay, and back to blocking when
+/// dropped. io_uring's sockets are blocking (its read and write operations must see them so),
+/// and a splice into a full send buffer would otherwise stall the whole worker; epoll's are
+/// always non-blocking and stay untouched. One `ioctl(FIONBIO)` each way, no flag read.
 struct NonBlocking {
-    fd: RawFd,
-    restore: Option<libc::c_int>,
+    /// The descriptor to switch back, `None` on epoll.
+    fd: Option<RawFd>,
 }
 
 impl NonBlocking {
     fn set(fd: RawFd) -> io::Result<NonBlocking> {
-        // SAFETY: fcntl on a descriptor the caller's stream owns for the guard's lifetime.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
+        if monoio::utils::is_legacy() {
+            return Ok(NonBlocking { fd: None });
         }
-        if flags & libc::O_NONBLOCK != 0 {
-            return Ok(NonBlocking { fd, restore: None });
-        }
-        // SAFETY: as above.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(NonBlocking {
-            fd,
-            restore: Some(flags),
-        })
+        set_fionbio(fd, true)?;
+        Ok(NonBlocking { fd: Some(fd) })
     }
 }
 
 impl Drop for NonBlocking {
     fn drop(&mut self) {
-        if let Some(flags) = self.restore {
-            // SAFETY: the stream that owns `fd` outlives this guard (both borrowed by the relay).
-            unsafe { libc::fcntl(self.fd, libc::F_SETFL, flags) };
+        if let Some(fd) = self.fd {
+            let _ = set_fionbio(fd, false);
         }
     }
+}
+
+fn set_fionbio(fd: RawFd, on: bool) -> io::Result<()> {
+    let mut on = libc::c_int::from(on);
+    // SAFETY: FIONBIO reads one int; the stream that owns `fd` outlives the relay's guard.
+    if unsafe { libc::ioctl(fd, libc::FIONBIO, &mut on) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
