@@ -88,6 +88,23 @@ pub enum FieldKind {
     XRequestId,
 }
 
+impl FieldKind {
+    /// The fields that say who sent a request and through what (`X-Forwarded-*`,
+    /// `Forwarded`, `X-Request-Id`): the proxy adds its own, and an edge listener replaces
+    /// those of an untrusted peer.
+    pub fn is_forwarding(self) -> bool {
+        matches!(
+            self,
+            FieldKind::XForwardedFor
+                | FieldKind::XForwardedProto
+                | FieldKind::XForwardedHost
+                | FieldKind::XForwardedPort
+                | FieldKind::Forwarded
+                | FieldKind::XRequestId
+        )
+    }
+}
+
 /// HTTP version of a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {

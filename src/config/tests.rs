@@ -8,6 +8,17 @@ fn parse(text: &str) -> Result<Profile, ConfigError> {
     Profile::parse(text, Path::new("p.toml"))
 }
 
+/// Each profile is refused with an error naming the file and the key.
+fn assert_refused_naming_the_key(cases: &[(&str, &str)], profile: impl Fn(&str) -> String) {
+    for (extra, key) in cases {
+        let err = parse(&profile(extra)).unwrap_err().to_string();
+        assert!(
+            err.contains("p.toml") && err.contains(key),
+            "{extra}: {err}"
+        );
+    }
+}
+
 const MINIMAL: &str = "[[listener]]\nname = \"mesh\"\naddr = \"127.0.0.1:9003\"\n\n[routes]\nsource = \"file\"\nfile = \"r.json\"\n";
 
 #[test]
@@ -125,15 +136,7 @@ fn bad_values_name_file_key_and_reason() {
         ("[throttle]\nidle_key_secs = 0\n", "throttle.idle_key_secs"),
         ("[throttle]\nmax_keys = 0\n", "throttle.max_keys"),
     ];
-    for (extra, key) in cases {
-        let err = parse(&format!("{extra}\n{MINIMAL}"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("p.toml") && err.contains(key),
-            "{extra}: {err}"
-        );
-    }
+    assert_refused_naming_the_key(&cases, |extra| format!("{extra}\n{MINIMAL}"));
 }
 
 #[test]
@@ -191,15 +194,7 @@ fn bad_edge_values_name_the_rule_and_key() {
             "listener[1].limits.max_head_bytes",
         ),
     ];
-    for (extra, key) in cases {
-        let err = parse(&format!("{MINIMAL}{EDGE}{extra}"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("p.toml") && err.contains(key),
-            "{extra}: {err}"
-        );
-    }
+    assert_refused_naming_the_key(&cases, |extra| format!("{MINIMAL}{EDGE}{extra}"));
 }
 
 #[test]

@@ -145,6 +145,29 @@ pub struct Ringway {
     log: PathBuf,
 }
 
+/// `ringway run --profile <profile>` with its log in `dir/ringway.log`. The log level comes
+/// from `RINGWAY_TEST_LOG` (default info), or from the profile when `profile_log_level`.
+fn spawn_run(profile: &Path, dir: &TempDir, profile_log_level: bool) -> (Child, PathBuf) {
+    let log = dir.0.join("ringway.log");
+    let log_file = std::fs::File::create(&log).expect("create log file");
+    let mut command = Command::new(ringway_bin());
+    command.args(["run", "--profile"]).arg(profile);
+    if profile_log_level {
+        command.env_remove("RUST_LOG");
+    } else {
+        command.env(
+            "RUST_LOG",
+            std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+    }
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("start ringway");
+    (child, log)
+}
+
 impl Ringway {
     /// Start with `routes` (routes-file JSON) and extra profile TOML appended after the
     /// `[[listener]]` and `[routes]` sections (e.g. `"[limits]\nmax_headers = 10\n"`).
@@ -220,19 +243,7 @@ impl Ringway {
     /// node (its `Ringway` value) alive longer than the successor.
     pub fn successor(&self) -> Ringway {
         let dir = TempDir::new("successor");
-        let log = dir.0.join("ringway.log");
-        let log_file = std::fs::File::create(&log).expect("create log file");
-        let child = Command::new(ringway_bin())
-            .args(["run", "--profile"])
-            .arg(self.profile_path())
-            .env(
-                "RUST_LOG",
-                std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start ringway");
+        let (child, log) = spawn_run(&self.profile_path(), &dir, false);
         let mut r = Ringway {
             child,
             addr: self.addr,
@@ -318,23 +329,7 @@ impl Ringway {
              [[listener]]\nname = \"mesh\"\naddr = \"{addr}\"\n\n{edge}{routes_section}\n{rest}"
         );
         let profile_path = dir.write("profile.toml", &profile);
-        let log = dir.0.join("ringway.log");
-        let log_file = std::fs::File::create(&log).expect("create log file");
-        let mut command = Command::new(ringway_bin());
-        command.args(["run", "--profile"]).arg(&profile_path);
-        if how.profile_log_level {
-            command.env_remove("RUST_LOG");
-        } else {
-            command.env(
-                "RUST_LOG",
-                std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            );
-        }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start ringway");
+        let (child, log) = spawn_run(&profile_path, &dir, how.profile_log_level);
         let mut r = Ringway {
             child,
             addr,

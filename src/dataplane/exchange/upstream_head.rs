@@ -167,7 +167,7 @@ pub(super) fn build_upstream_head(
         let skip = f.drop
             || matches!(f.kind, FieldKind::Expect | FieldKind::XForwardedFor)
             || (f.kind == FieldKind::Host && host_replaced)
-            || (!trusted && is_forwarding_field(f.kind));
+            || (!trusted && f.kind.is_forwarding());
         if !skip {
             g.push_data(f.line.start as usize, f.line.end as usize);
         }
@@ -177,19 +177,6 @@ pub(super) fn build_upstream_head(
     g.push_static(b"\r\n");
     g.push_data(head.head_len, body.buffered_end);
     g
-}
-
-/// Fields an edge listener replaces when the peer is not a trusted proxy.
-fn is_forwarding_field(kind: FieldKind) -> bool {
-    matches!(
-        kind,
-        FieldKind::XForwardedFor
-            | FieldKind::XForwardedProto
-            | FieldKind::XForwardedHost
-            | FieldKind::XForwardedPort
-            | FieldKind::Forwarded
-            | FieldKind::XRequestId
-    )
 }
 
 /// A request id for a request that has none: the worker's seed then the counter, each as 16
