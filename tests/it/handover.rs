@@ -160,7 +160,7 @@ fn without_a_running_node_the_handover_socket_is_simply_created() {
         "[node]\nhandover_socket = \"handover.sock\"\n",
     );
     let sock = rw.dir.0.join("handover.sock");
-    assert!(sock.exists());
+    assert!(sock.exists(), "{}", rw.log());
     assert_eq!(get(rw.addr, "/").status, 200);
     rw.signal("TERM");
     assert!(rw

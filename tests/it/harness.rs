@@ -337,19 +337,24 @@ impl Ringway {
             dir,
             log,
         };
-        r.wait_ready();
+        r.wait_ready(!how.profile_log_level);
         drop(hold);
         drop(edge_hold);
         r
     }
 
-    fn wait_ready(&mut self) {
+    /// Wait until the node answers on its port and, when its log is at info level, has said
+    /// it is running: the port answers as soon as the listeners are bound, before the workers,
+    /// the handover socket and the admin endpoint are up.
+    fn wait_ready(&mut self, running_line: bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("ringway exited early ({status}):\n{}", self.log());
             }
-            if TcpStream::connect(self.addr).is_ok() {
+            if TcpStream::connect(self.addr).is_ok()
+                && (!running_line || self.log().contains("ringway running"))
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
