@@ -8,6 +8,8 @@ use super::HttpError;
 const MAX_CHUNK_LINE: u32 = 4096;
 /// Largest trailer section (fields plus the final CRLF), in bytes.
 const MAX_TRAILER_BYTES: u32 = 16 * 1024;
+/// Largest chunk size: one that fits in 63 bits.
+const MAX_CHUNK_SIZE: u64 = i64::MAX as u64;
 
 /// How far one call to [`ChunkedDecoder::advance`] got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +148,13 @@ impl ChunkedDecoder {
         self.data_len
     }
 
+    /// Chunk-data bytes seen so far plus the rest of the chunk being read, or the size (so
+    /// far) of the chunk whose size line is being read: the least the body will hold, for
+    /// refusing a body over a size limit as soon as a chunk-size line announces it.
+    pub fn announced_len(&self) -> u64 {
+        self.data_len.saturating_add(self.remaining)
+    }
+
     /// Whether the whole body, trailers included, has been seen.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
@@ -174,7 +183,9 @@ impl ChunkedDecoder {
                 None => return Err(HttpError::Malformed("invalid chunk size")),
             },
             (Size, _) if b.is_ascii_hexdigit() => {
-                if self.remaining > u64::MAX >> 4 {
+                // 63 bits at most: a server that reads the size into a signed 64-bit integer
+                // would see a negative length and frame the body differently.
+                if self.remaining > MAX_CHUNK_SIZE >> 4 {
                     return Err(HttpError::Malformed("chunk size overflows"));
                 }
                 self.remaining = self.remaining << 4 | hex_value(b).unwrap_or(0);

@@ -386,6 +386,24 @@ fn refused_rows() -> Vec<Refused> {
             chunked(b"ffffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
             400,
         ),
+        // 2^63 and up: a server reading sizes as signed 64-bit integers sees a negative one.
+        refused(
+            "chunk_size_past_63_bits",
+            chunked(b"8000000000000000\r\nhello\r\n0\r\n\r\n"),
+            400,
+        ),
+        refused(
+            "chunk_size_u64_max",
+            chunked(b"ffffffffffffffff\r\nhello\r\n0\r\n\r\n"),
+            400,
+        ),
+        // Only the size line came with the head: it announces more than `max_body_bytes`.
+        refused("chunk_size_over_max_body", chunked(b"100001\r\n"), 413),
+        refused(
+            "chunk_size_over_max_body_partial_line",
+            chunked(b"1000000000"),
+            413,
+        ),
         refused(
             "chunk_size_leading_space",
             chunked(b" 5\r\nhello\r\n0\r\n\r\n"),
@@ -1162,4 +1180,58 @@ fn hostile_absolute_form_target_overrides_a_passed_host() {
         "{:?}",
         String::from_utf8_lossy(&seen[0].raw)
     );
+}
+
+#[test]
+fn hostile_chunk_size_after_the_head_closes_both_connections() {
+    // Chunk-size lines that arrive after the head went upstream: the client hears why, and
+    // the upstream connection, which holds half a body, is closed, not reused.
+    let cases: [(&[u8], u16); 2] = [
+        (b"8000000000000000\r\nhello\r\n0\r\n\r\n", 400),
+        (b"100000\r\n", 413),
+    ];
+    let origin = Origin::ok();
+    let rw = Ringway::start(&catch_all(&[origin.addr]), PROFILE);
+    for (i, (late, status)) in cases.into_iter().enumerate() {
+        let mut stream = TcpStream::connect(rw.addr).expect("connect");
+        stream
+            .write_all(
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            )
+            .expect("write the head");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let arrived = |o: &Origin| {
+            o.raw()
+                .windows(10)
+                .filter(|w| w == b"5\r\nhello\r\n")
+                .count()
+        };
+        while arrived(&origin) <= i && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            arrived(&origin),
+            i + 1,
+            "the head and first chunk went upstream"
+        );
+        stream.write_all(late).expect("write the bad size");
+        let seen = settle(&mut stream, Duration::from_secs(3));
+        assert_eq!(statuses(&seen.bytes), (vec![status], 0), "case {i}");
+        assert!(seen.closed, "case {i}: the client connection closes");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while origin.ended() <= i && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            origin.ended(),
+            i + 1,
+            "case {i}: the upstream connection closes"
+        );
+        assert!(origin.seen().is_empty(), "no request completed upstream");
+        let raw = String::from_utf8_lossy(&origin.raw()).into_owned();
+        assert!(
+            !raw.contains("8000000000000000") && !raw.contains("100000"),
+            "{raw}"
+        );
+    }
 }

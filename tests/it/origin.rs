@@ -77,6 +77,10 @@ pub struct Origin {
     seen: Arc<Mutex<Vec<Seen>>>,
     raw: Arc<Mutex<Vec<u8>>>,
     conns: Arc<AtomicUsize>,
+    /// Connections that ended (the peer closed, or the origin did).
+    ended: Arc<AtomicUsize>,
+    /// Bytes received through tunnels after a 101 ([`Reply::EchoTunnel`]).
+    tunnelled: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Origin {
@@ -98,23 +102,35 @@ impl Origin {
         handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
     ) -> Origin {
         let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let raw = Arc::new(Mutex::new(Vec::new()));
-        let conns = Arc::new(AtomicUsize::new(0));
+        let origin = Origin::new(addr);
         let handler: Handler = Arc::new(handler);
-        let (s, r, c) = (seen.clone(), raw.clone(), conns.clone());
+        let logs = Logs {
+            seen: origin.seen.clone(),
+            raw: origin.raw.clone(),
+            tunnelled: origin.tunnelled.clone(),
+        };
+        let (c, ended) = (origin.conns.clone(), origin.ended.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let id = c.fetch_add(1, Ordering::SeqCst);
-                let (s, r, h) = (s.clone(), r.clone(), handler.clone());
-                std::thread::spawn(move || serve(stream, id, s, r, h));
+                let (logs, h, ended) = (logs.clone(), handler.clone(), ended.clone());
+                std::thread::spawn(move || {
+                    serve(stream, id, &logs, h);
+                    ended.fetch_add(1, Ordering::SeqCst);
+                });
             }
         });
+        origin
+    }
+
+    fn new(addr: SocketAddr) -> Origin {
         Origin {
             addr,
-            seen,
-            raw,
-            conns,
+            seen: Arc::default(),
+            raw: Arc::default(),
+            conns: Arc::default(),
+            ended: Arc::default(),
+            tunnelled: Arc::default(),
         }
     }
 
@@ -140,22 +156,56 @@ impl Origin {
     pub fn connections(&self) -> usize {
         self.conns.load(Ordering::SeqCst)
     }
+
+    /// Connections that have ended (closed by either side).
+    #[allow(dead_code)]
+    pub fn ended(&self) -> usize {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// Every byte received through a tunnel after a 101.
+    #[allow(dead_code)]
+    pub fn tunnelled(&self) -> Vec<u8> {
+        self.tunnelled.lock().unwrap().clone()
+    }
+
+    /// An origin that switches protocols whenever it is asked to, as an h2c-speaking server
+    /// does: a request offering `Upgrade` gets `101` naming `protocol` (or, when `None`, the
+    /// first protocol offered), then its tunnel echoes and logs what arrives. With
+    /// `protocol` set, requests offering nothing get that 101 too; otherwise `200 plain`.
+    #[allow(dead_code)]
+    pub fn switching(protocol: Option<&'static str>) -> Origin {
+        Origin::start(move |s| {
+            let offered = s
+                .header("upgrade")
+                .map(|v| v.split(',').next().unwrap_or("").trim().to_string());
+            match protocol.map(str::to_string).or(offered) {
+                Some(p) => Reply::EchoTunnel(
+                    format!("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {p}\r\n\r\n")
+                        .into_bytes(),
+                ),
+                None => Reply::ok("plain"),
+            }
+        })
+    }
 }
 
-fn serve(
-    mut stream: TcpStream,
-    conn: usize,
+/// Where an origin's connections record what they receive.
+#[derive(Clone)]
+struct Logs {
     seen: Arc<Mutex<Vec<Seen>>>,
     raw: Arc<Mutex<Vec<u8>>>,
-    handler: Handler,
-) {
+    tunnelled: Arc<Mutex<Vec<u8>>>,
+}
+
+fn serve(mut stream: TcpStream, conn: usize, logs: &Logs, handler: Handler) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let Some(req) = read_request(&mut stream, &mut buf, conn, &raw) else {
+        let Some(req) = read_request(&mut stream, &mut buf, conn, &logs.raw) else {
             return;
         };
-        seen.lock().unwrap().push(req.clone());
+        logs.seen.lock().unwrap().push(req.clone());
         let mut reply = handler(&req);
         loop {
             match reply {
@@ -177,10 +227,15 @@ fn serve(
                 Reply::EchoTunnel(b) => {
                     let _ = stream.write_all(&b);
                     if !buf.is_empty() {
+                        logs.tunnelled.lock().unwrap().extend_from_slice(&buf);
                         let _ = stream.write_all(&buf);
                     }
                     let mut chunk = [0u8; 4096];
                     while let Ok(n) = stream.read(&mut chunk) {
+                        logs.tunnelled
+                            .lock()
+                            .unwrap()
+                            .extend_from_slice(&chunk[..n]);
                         if n == 0 || stream.write_all(&chunk[..n]).is_err() {
                             break;
                         }
@@ -392,12 +447,9 @@ impl Origin {
         answer: impl Fn(&mut TcpStream, &Seen, usize) -> bool + Send + Sync + 'static,
     ) -> Origin {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let raw = Arc::new(Mutex::new(Vec::new()));
-        let conns = Arc::new(AtomicUsize::new(0));
+        let origin = Origin::new(listener.local_addr().unwrap());
         let answer = Arc::new(answer);
-        let (s, c) = (seen.clone(), conns.clone());
+        let (s, c) = (origin.seen.clone(), origin.conns.clone());
         std::thread::spawn(move || {
             for mut stream in listener.incoming().flatten() {
                 let id = c.fetch_add(1, Ordering::SeqCst);
@@ -416,12 +468,7 @@ impl Origin {
                 });
             }
         });
-        Origin {
-            addr,
-            seen,
-            raw,
-            conns,
-        }
+        origin
     }
 }
 

@@ -56,9 +56,11 @@ impl BodyState {
         Ok(s)
     }
 
+    /// A chunked body over the limit is refused as soon as a chunk-size line announces it,
+    /// before that chunk's data (or, with the head, anything at all) goes upstream.
     fn check_size(&self) -> Result<(), ProxyError> {
         match self.max {
-            Some(max) if self.decoder.data_len() > max => Err(ProxyError::BodyTooLarge(max)),
+            Some(max) if self.decoder.announced_len() > max => Err(ProxyError::BodyTooLarge(max)),
             _ => Ok(()),
         }
     }

@@ -134,6 +134,7 @@ const MALFORMED: &[(&str, &[u8])] = &[
     ("tab after size", b"5\t\r\nhello\r\n0\r\n\r\n"),
     ("non-hex size", b"g\r\n"),
     ("size overflow", b"10000000000000000\r\n"),
+    ("size past 63 bits", b"8000000000000000\r\n"),
     ("bare LF after size", b"5\nhello\r\n0\r\n\r\n"),
     ("CR CR after size", b"5\r\rhello\r\n0\r\n\r\n"),
     ("data too long", b"5\r\nhelloX\r\n0\r\n\r\n"),
@@ -205,7 +206,7 @@ fn invalid_framing_is_refused_however_it_is_split() {
 #[test]
 fn largest_chunk_size_is_accepted() {
     let mut decoder = ChunkedDecoder::new();
-    let progress = decoder.advance(b"FFFFFFFFFFFFFFFF\r\nabc").unwrap();
+    let progress = decoder.advance(b"7FFFFFFFFFFFFFFF\r\nabc").unwrap();
     assert_eq!(
         progress,
         ChunkProgress {
@@ -214,8 +215,44 @@ fn largest_chunk_size_is_accepted() {
         }
     );
     assert_eq!(decoder.data_len(), 3);
+    assert_eq!(decoder.announced_len(), i64::MAX as u64);
     let mut decoder = ChunkedDecoder::new();
     assert!(decoder.advance(b"00000000000000000000001\r\n").is_ok());
+}
+
+#[test]
+fn chunk_sizes_past_63_bits_are_refused_before_the_line_ends() {
+    // A server reading sizes into a signed 64-bit integer would take these as negative.
+    for size in [
+        &b"8000000000000000"[..],
+        b"FFFFFFFFFFFFFFFF",
+        b"10000000000000000",
+    ] {
+        let mut decoder = ChunkedDecoder::new();
+        assert_eq!(
+            decoder.advance(size),
+            Err(HttpError::Malformed("chunk size overflows")),
+            "{}",
+            String::from_utf8_lossy(size)
+        );
+    }
+}
+
+#[test]
+fn the_announced_length_counts_the_chunk_being_declared() {
+    let mut decoder = ChunkedDecoder::new();
+    decoder.advance(b"5\r\nhel").unwrap();
+    assert_eq!((decoder.data_len(), decoder.announced_len()), (3, 5));
+    decoder.advance(b"lo\r\n1").unwrap();
+    assert_eq!((decoder.data_len(), decoder.announced_len()), (5, 6));
+    // A size line still arriving already counts with the digits seen.
+    decoder.advance(b"00").unwrap();
+    assert_eq!(decoder.announced_len(), 5 + 0x100);
+    decoder.advance(b"\r\n").unwrap();
+    assert_eq!(decoder.announced_len(), 5 + 0x100);
+    let mut decoder = ChunkedDecoder::new();
+    decoder.advance(b"0\r\nX: y\r\n\r\n").unwrap();
+    assert_eq!(decoder.announced_len(), 0);
 }
 
 #[test]
