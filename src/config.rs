@@ -195,6 +195,10 @@ pub struct ExposeConfig {
     /// What the rate is counted per: `client.ip` (default), `request.host` or
     /// `request.header.<Name>`.
     pub key: Option<String>,
+    /// Protocols a request under this rule may switch to (`["websocket"]`); default none: the
+    /// `Upgrade` offer is removed and the request is served as plain HTTP/1.1. `h2c` is never
+    /// forwarded on any listener.
+    pub upgrade: Option<Vec<String>>,
 }
 
 /// `[listener.limits]`: per-listener overrides. Edge listeners default to the stricter

@@ -16,6 +16,7 @@ use regex::bytes::Regex;
 
 use crate::config::ExposeConfig;
 use crate::http::fields::is_token;
+use crate::http::upgrade::{UpgradePolicy, H2C};
 use crate::throttle::{Limit, Variable};
 
 /// Methods an expose rule without a `methods` list allows (everything but TRACE and
@@ -45,6 +46,8 @@ pub struct ExposeRule {
     rewrite: Option<Box<[u8]>>,
     /// The rule's `rate`/`burst`, as a node-wide token bucket per key.
     pub limit: Option<Limit>,
+    /// Protocol names (lowercase) a request may upgrade to; empty: none.
+    upgrade: Box<[Box<[u8]>]>,
 }
 
 /// What happens to a request on an edge listener.
@@ -79,6 +82,11 @@ impl ExposeRule {
             }),
             _ => None,
         }
+    }
+
+    /// Which protocol upgrades a request under this rule may offer upstream.
+    pub fn upgrade_policy(&self) -> UpgradePolicy<'_> {
+        UpgradePolicy::Only(&self.upgrade)
     }
 
     fn matches_path(&self, path: &[u8]) -> bool {
@@ -223,12 +231,31 @@ fn compile_rule(
         }
     };
     let limit = compile_limit(listener, index, r)?;
+    let mut upgrade = Vec::new();
+    for p in r.upgrade.iter().flatten() {
+        if !is_token(p.as_bytes()) {
+            return Err((
+                "upgrade",
+                format!("{p:?} is not a protocol name (such as \"websocket\")"),
+            ));
+        }
+        if p.as_bytes().eq_ignore_ascii_case(H2C) {
+            return Err((
+                "upgrade",
+                "h2c is never forwarded: RFC 9113 removed the upgrade to cleartext HTTP/2, and \
+                 its connection would bypass every rule of the edge"
+                    .into(),
+            ));
+        }
+        upgrade.push(p.to_ascii_lowercase().into_bytes().into_boxed_slice());
+    }
     Ok(ExposeRule {
         path,
         methods,
         allow: allow.into(),
         rewrite,
         limit,
+        upgrade: upgrade.into(),
     })
 }
 
@@ -386,6 +413,25 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_allows_only_the_upgrades_it_lists() {
+        let p = policy(&[
+            "prefix = \"/ws/\"\nupgrade = [\"WebSocket\"]",
+            "prefix = \"/\"",
+        ]);
+        let Decision::Forward(ws) = p.decide(b"GET", b"/ws/chat") else {
+            panic!("exposed");
+        };
+        assert!(ws.upgrade_policy().allows(b"websocket"));
+        assert!(ws.upgrade_policy().allows(b"websocket/13"));
+        assert!(!ws.upgrade_policy().allows(b"h2c"));
+        assert!(!ws.upgrade_policy().allows(b"foo"));
+        let Decision::Forward(plain) = p.decide(b"GET", b"/other") else {
+            panic!("exposed");
+        };
+        assert!(!plain.upgrade_policy().allows(b"websocket"));
+    }
+
+    #[test]
     fn dot_segments_are_refused_in_any_spelling() {
         for bad in [
             "/users/../admin",
@@ -452,6 +498,10 @@ mod tests {
             ("prefix = \"/a\"\nrate = \"fast\"", "rate"),
             ("prefix = \"/a\"\nburst = 3", "burst"),
             ("prefix = \"/a\"\nrate = \"1r/s\"\nkey = \"cookie\"", "key"),
+            ("prefix = \"/a\"\nupgrade = [\"h2c\"]", "upgrade"),
+            ("prefix = \"/a\"\nupgrade = [\"H2C\"]", "upgrade"),
+            ("prefix = \"/a\"\nupgrade = [\"web socket\"]", "upgrade"),
+            ("prefix = \"/a\"\nupgrade = [\"websocket/13\"]", "upgrade"),
         ];
         for (text, key) in cases {
             let err = rule(text).unwrap_err();

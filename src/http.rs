@@ -9,6 +9,7 @@ pub mod request;
 pub mod response;
 #[cfg(test)]
 mod test_rng;
+pub mod upgrade;
 
 pub use chunked::{ChunkProgress, ChunkedDecoder};
 pub use error::HttpError;
@@ -77,6 +78,8 @@ pub enum FieldKind {
     ProxyConnection,
     Upgrade,
     Te,
+    /// The h2c upgrade's settings (RFC 7540 §3.2.1): never forwarded, as h2c is not.
+    Http2Settings,
     Trailer,
     Expect,
     XForwardedFor,

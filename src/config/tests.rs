@@ -193,6 +193,10 @@ fn bad_edge_values_name_the_rule_and_key() {
             "[listener.limits]\nmax_head_bytes = 10\n[[listener.expose]]\nprefix = \"/a\"\n",
             "listener[1].limits.max_head_bytes",
         ),
+        (
+            "[[listener.expose]]\nprefix = \"/a\"\nupgrade = [\"websocket\", \"h2c\"]\n",
+            "listener[1].expose[0].upgrade",
+        ),
     ];
     assert_refused_naming_the_key(&cases, |extra| format!("{MINIMAL}{EDGE}{extra}"));
 }

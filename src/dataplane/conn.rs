@@ -18,6 +18,7 @@ use super::respond::{error_response, error_response_with};
 use super::view::RequestView;
 use super::worker::Worker;
 use crate::edge::Decision;
+use crate::http::upgrade::{self, UpgradePolicy};
 use crate::http::{
     parse_request, BodyFraming, ChunkedDecoder, HeaderField, HttpError, Parsed, RequestHead,
 };
@@ -49,6 +50,9 @@ pub struct Conn {
     pub trusted_hop: bool,
     /// The path after an edge rewrite, for routing (reused across requests).
     pub rewritten: Vec<u8>,
+    /// The protocols the request in flight offers upstream in `Upgrade` (those the listener
+    /// allows, comma separated); empty when it asks for no switch or none is allowed.
+    pub upgrade_offer: Vec<u8>,
     /// Counters and access-log facts of the request in flight.
     pub rec: RequestRecord,
     /// Cancels the hot idle read; one per spell, so a busy connection's requests allocate
@@ -240,6 +244,7 @@ impl Conn {
             trusted_hop,
             listener,
             rewritten: Vec::new(),
+            upgrade_offer: Vec::new(),
             rec: RequestRecord::default(),
             canceller: monoio::io::Canceller::new(),
         }
@@ -425,11 +430,13 @@ impl Conn {
         let listener = self.listener.clone();
         let mut rewrite = None;
         let mut edge_limit = None;
+        let mut upgrades = UpgradePolicy::AnyButH2c;
         if let Some(policy) = &listener.edge {
             let path = head.path.of(&self.rbuf);
             match policy.decide(head.method_span.of(&self.rbuf), path) {
                 Decision::Forward(rule) => {
                     edge_limit = rule.limit.as_ref();
+                    upgrades = rule.upgrade_policy();
                     rewrite = rule.rewrite();
                     if let Some(r) = rewrite {
                         self.rewritten.clear();
@@ -447,6 +454,10 @@ impl Conn {
                     return self.refuse(w, &head, err.into()).await;
                 }
             }
+        }
+        self.upgrade_offer.clear();
+        if head.upgrade {
+            self.filter_upgrade(upgrades);
         }
         let table = w.table();
         let view = RequestView {
@@ -514,6 +525,23 @@ impl Conn {
             self.tunnel_admission = Some(admission);
         }
         next
+    }
+
+    /// Keep the protocols of the request's `Upgrade` offer that the listener allows. A request
+    /// left with none is served as plain HTTP/1.1: a switched connection is a tunnel that no
+    /// expose rule, method rule, throttle or access log sees into.
+    fn filter_upgrade(&mut self, policy: UpgradePolicy<'_>) {
+        let counts =
+            upgrade::filter_offer(&self.rbuf, &self.fields, policy, &mut self.upgrade_offer);
+        if counts.dropped > 0 {
+            tracing::debug!(
+                peer = %self.peer,
+                listener = %self.listener.name,
+                kept = counts.kept,
+                removed = counts.dropped,
+                "upgrade protocols not allowed on this listener were removed from the request"
+            );
+        }
     }
 
     /// Answer a request that reaches no upstream. The connection stays open only when the

@@ -56,7 +56,10 @@ pub fn classify_name(name: &[u8]) -> (FieldKind, bool) {
             (b"keep-alive", FieldKind::KeepAlive),
         ],
         12 => &[(b"x-request-id", FieldKind::XRequestId)],
-        14 => &[(b"content-length", FieldKind::ContentLength)],
+        14 => &[
+            (b"content-length", FieldKind::ContentLength),
+            (b"http2-settings", FieldKind::Http2Settings),
+        ],
         15 => &[(b"x-forwarded-for", FieldKind::XForwardedFor)],
         16 => &[
             (b"proxy-connection", FieldKind::ProxyConnection),

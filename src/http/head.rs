@@ -168,7 +168,10 @@ pub(crate) fn collect_fields(
                 facts.has_upgrade = true;
                 drop = !switching;
             }
-            FieldKind::KeepAlive | FieldKind::ProxyConnection | FieldKind::Te => drop = true,
+            FieldKind::KeepAlive
+            | FieldKind::ProxyConnection
+            | FieldKind::Te
+            | FieldKind::Http2Settings => drop = true,
             FieldKind::Expect => {
                 facts.expect_continue |= value.eq_ignore_ascii_case(b"100-continue")
             }

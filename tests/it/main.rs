@@ -23,4 +23,5 @@ mod proxy;
 mod smoke;
 mod splice;
 mod throttle;
+mod upgrade;
 mod upstream;

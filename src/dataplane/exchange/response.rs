@@ -13,6 +13,7 @@ use super::super::worker::Worker;
 use super::splice::{splice_exact, Count, Deadlines, SpliceError};
 use super::Outcome;
 use crate::http::request::Method;
+use crate::http::upgrade;
 use crate::http::{
     parse_response, BodyFraming, ChunkedDecoder, HttpError, Parsed, RequestHead, ResponseHead,
     Version,
@@ -175,10 +176,18 @@ pub(super) async fn relay_response(
     c.rec.upstream_answered();
 
     if rh.status == 101 {
-        if !head.upgrade {
+        // A switch only to a protocol the request offered: anything else would open a tunnel
+        // past the listener's upgrade rules. The upstream connection is dropped with `up`.
+        let why = if c.upgrade_offer.is_empty() {
+            Some("101 without an upgrade request")
+        } else if !upgrade::switched_to_offered(&ubuf, &c.resp_fields, &c.upgrade_offer) {
+            Some("101 to a protocol the request did not offer")
+        } else {
+            None
+        };
+        if let Some(why) = why {
             w.bufs.give(ubuf);
-            let err =
-                ProxyError::BadResponse(HttpError::Malformed("101 without an upgrade request"));
+            let err = ProxyError::BadResponse(HttpError::Malformed(why));
             return Outcome::Failed { err, retry: false };
         }
         return start_tunnel(c, w, up, ubuf, d.consume_end).await;

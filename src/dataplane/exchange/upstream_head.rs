@@ -113,13 +113,10 @@ pub(super) fn build_upstream_head(
         extra.extend_from_slice(&id);
         extra.extend_from_slice(b"\r\n");
     }
-    if head.upgrade {
-        for f in &c.fields {
-            if f.kind == FieldKind::Upgrade {
-                extra.extend_from_slice(f.line.of(rbuf));
-            }
-        }
-        extra.extend_from_slice(b"Connection: upgrade\r\n");
+    if !c.upgrade_offer.is_empty() {
+        extra.extend_from_slice(b"Upgrade: ");
+        extra.extend_from_slice(&c.upgrade_offer);
+        extra.extend_from_slice(b"\r\nConnection: upgrade\r\n");
     }
 
     let mut g = Gather::new(
