@@ -445,9 +445,23 @@ pub struct UpstreamConfig {
     /// Window for counting failures, and how long a server stays down (nginx
     /// `fail_timeout`), ms. Default 10000.
     pub fail_timeout_ms: u64,
-    /// Attempts on other servers after a failure, when a retry is safe. Default 2.
+    /// Attempts on other servers after the first, when the frontend's `FailoverPredicate`
+    /// asks for them (at most 10, vulcand's cap). Default 2.
     pub max_retries: u32,
+    /// Request bodies up to this size are kept while they stream so that a retry can send
+    /// them again (vulcand keeps 1 MiB in memory); a larger body is streamed without a copy
+    /// and its request is not retried once body bytes went out. Default 1048576.
+    pub retry_body_bytes: u64,
+    /// Node-wide, retries may add at most this share of the requests of the last 10 s (as
+    /// Linkerd's and Envoy's retry budgets), plus `retry_budget_min_per_sec`. Default 0.2.
+    pub retry_budget_ratio: f64,
+    /// Retries per second always allowed on top of the ratio (over the 10 s window), so a
+    /// quiet node can still retry. Default 10.
+    pub retry_budget_min_per_sec: u32,
 }
+
+/// Most retries of one request (vulcand's hard cap).
+pub const MAX_RETRIES: u32 = 10;
 
 impl Default for UpstreamConfig {
     fn default() -> Self {
@@ -457,6 +471,9 @@ impl Default for UpstreamConfig {
             max_fails: 1,
             fail_timeout_ms: 10_000,
             max_retries: 2,
+            retry_body_bytes: 1 << 20,
+            retry_budget_ratio: 0.2,
+            retry_budget_min_per_sec: 10,
         }
     }
 }

@@ -17,5 +17,6 @@ pub mod handover;
 pub mod http;
 pub mod node;
 pub mod register;
+pub mod resilience;
 pub mod route;
 pub mod throttle;

@@ -4,14 +4,18 @@
 mod documents;
 pub mod duration;
 pub mod expr;
+pub mod failover;
 pub mod model;
+pub mod predicate;
 mod render;
+pub mod rewrite;
 pub mod table;
 pub mod template;
 mod trie;
 
 pub use documents::upstream_url;
 pub use expr::{Expr, ExprError, Matcher};
+pub use failover::Failover;
 pub use model::{Backend, BackendSettings, Frontend, FrontendSettings, MiddlewareSpec, Server};
 pub use table::{compile, CompileOptions, Compiled, Conflict, Report, RouteTable, Skipped};
 

@@ -223,8 +223,38 @@ impl Profile {
                 "must be between 1 and 10000000".into(),
             ));
         }
-        if self.upstream.max_fails == 0 {
+        let up = &self.upstream;
+        if up.max_fails == 0 {
             return Err(invalid("upstream.max_fails", "must be at least 1".into()));
+        }
+        if up.max_retries > MAX_RETRIES {
+            return Err(invalid(
+                "upstream.max_retries",
+                format!(
+                    "must be at most {MAX_RETRIES} (vulcand's cap), got {}",
+                    up.max_retries
+                ),
+            ));
+        }
+        if up.retry_body_bytes > 64 << 20 {
+            return Err(invalid(
+                "upstream.retry_body_bytes",
+                "must be at most 67108864 (64 MiB): every request that may be retried can hold \
+                 this much"
+                    .into(),
+            ));
+        }
+        if !(0.0..=10.0).contains(&up.retry_budget_ratio) {
+            return Err(invalid(
+                "upstream.retry_budget_ratio",
+                format!("must be between 0 and 10, got {}", up.retry_budget_ratio),
+            ));
+        }
+        if up.retry_budget_min_per_sec > 1_000_000 {
+            return Err(invalid(
+                "upstream.retry_budget_min_per_sec",
+                "must be at most 1000000".into(),
+            ));
         }
         match self.log.level.as_str() {
             "error" | "warn" | "info" | "debug" | "trace" => {}

@@ -84,6 +84,9 @@ pub fn load_and_publish(file: &Path, opts: &CompileOptions, handle: &TableHandle
             for c in &compiled.report.conflicts {
                 tracing::warn!(winner = %c.winner, loser = %c.loser, reason = %c.reason, "route conflict");
             }
+            for u in &compiled.report.unsupported {
+                tracing::warn!(key = %u.key, reason = %u.reason, "route setting not supported");
+            }
             tracing::info!(
                 file = %file.display(),
                 frontends = compiled.table.frontends().len(),

@@ -50,6 +50,8 @@ struct BackendDoc {
 struct BackendSettingsDoc {
     timeouts: Option<TimeoutsDoc>,
     keep_alive: Option<KeepAliveDoc>,
+    #[serde(rename = "TLS")]
+    tls: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -94,12 +96,15 @@ struct FrontendSettingsDoc {
     trust_forward_header: bool,
     hostname: Option<String>,
     limits: Option<LimitsDoc>,
+    #[serde(default)]
+    failover_predicate: String,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 struct LimitsDoc {
     max_body_bytes: Option<i64>,
+    max_mem_body_bytes: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +137,8 @@ pub(crate) struct Documents {
     /// Frontend id → (key, middleware) in key order.
     pub middlewares: BTreeMap<Arc<str>, Vec<(String, MiddlewareSpec)>>,
     pub skipped: Vec<Skipped>,
+    /// Settings that were read but are not supported (the rest of the value is used).
+    pub unsupported: Vec<Skipped>,
 }
 
 impl Documents {
@@ -140,6 +147,15 @@ impl Documents {
             key: key.to_string(),
             reason: reason.into(),
         });
+    }
+
+    fn unsupported(&mut self, key: &str, notes: Vec<String>) {
+        for reason in notes {
+            self.unsupported.push(Skipped {
+                key: key.to_string(),
+                reason,
+            });
+        }
     }
 }
 
@@ -156,23 +172,25 @@ pub(crate) fn read(kv: &KvSet, prefix: &str) -> Documents {
             }
             Some(Ok(shape)) => shape,
         };
+        let mut notes = Vec::new();
         let result = match shape {
-            KeyShape::Backend(bid) => backend(value).map(|settings| {
+            KeyShape::Backend(bid) => backend(value, &mut notes).map(|settings| {
                 docs.backends.insert(bid.into(), settings);
             }),
             KeyShape::Server(bid, sid) => server(sid, value).map(|s| servers.push((key, bid, s))),
-            KeyShape::Frontend(fid) => frontend(key, value).map(|entry| {
+            KeyShape::Frontend(fid) => frontend(key, value, &mut notes).map(|entry| {
                 docs.frontends.insert(fid.into(), entry);
             }),
-            KeyShape::Middleware(fid, mid) => middleware(fid, mid, value).map(|m| {
+            KeyShape::Middleware(fid, mid) => middleware(fid, mid, value, &mut notes).map(|m| {
                 docs.middlewares
                     .entry(fid.into())
                     .or_default()
                     .push((key.clone(), m));
             }),
         };
-        if let Err(reason) = result {
-            docs.skip(key, reason);
+        match result {
+            Ok(()) => docs.unsupported(key, notes),
+            Err(reason) => docs.skip(key, reason),
         }
     }
     // Servers are attached once every backend is known: keys sort `.../backend` before
@@ -203,7 +221,7 @@ fn duration(field: &str, value: Option<String>) -> Result<Option<Duration>, Stri
     }
 }
 
-fn backend(value: &str) -> Result<BackendSettings, String> {
+fn backend(value: &str, notes: &mut Vec<String>) -> Result<BackendSettings, String> {
     let doc: BackendDoc = json(value)?;
     if doc.r#type != "http" {
         return Err(format!(
@@ -214,6 +232,11 @@ fn backend(value: &str) -> Result<BackendSettings, String> {
     let settings = doc.settings.unwrap_or_default();
     let timeouts = settings.timeouts.unwrap_or_default();
     let keep_alive = settings.keep_alive.unwrap_or_default();
+    // `Timeouts.TLSHandshake` is left alone: vulcand writes it into every backend's settings
+    // and it means nothing for plain-HTTP servers.
+    if settings.tls.as_ref().is_some_and(|t| !t.is_null()) {
+        notes.push("Settings.TLS is not supported: servers are reached over plain HTTP".into());
+    }
     Ok(BackendSettings {
         read_timeout: duration("Settings.Timeouts.Read", timeouts.read)?,
         dial_timeout: duration("Settings.Timeouts.Dial", timeouts.dial)?,
@@ -298,7 +321,7 @@ pub fn upstream_url(url: &str) -> Result<(SocketAddr, String), String> {
     Ok((addr, authority.to_string()))
 }
 
-fn frontend(key: &str, value: &str) -> Result<FrontendEntry, String> {
+fn frontend(key: &str, value: &str, notes: &mut Vec<String>) -> Result<FrontendEntry, String> {
     let doc: FrontendDoc = json(value)?;
     if doc.r#type != "http" {
         return Err(format!(
@@ -307,7 +330,29 @@ fn frontend(key: &str, value: &str) -> Result<FrontendEntry, String> {
         ));
     }
     let settings = doc.settings.unwrap_or_default();
-    let max_body = settings.limits.unwrap_or_default().max_body_bytes;
+    let limits = settings.limits.unwrap_or_default();
+    let failover = super::Failover::parse(&settings.failover_predicate).map_err(|e| {
+        format!(
+            "Settings.FailoverPredicate {:?}: {e}",
+            settings.failover_predicate
+        )
+    })?;
+    if settings.trust_forward_header {
+        notes.push(
+            "Settings.TrustForwardHeader is not used: the listener decides (a mesh listener keeps \
+             X-Forwarded-* from the previous hop, an edge listener keeps them only from \
+             trusted_proxies)"
+                .into(),
+        );
+    }
+    if limits.max_mem_body_bytes.is_some_and(|n| n > 0) {
+        notes.push(
+            "Settings.Limits.MaxMemBodyBytes is not used: bodies stream, and at most [upstream] \
+             retry_body_bytes of one is kept for a retry"
+                .into(),
+        );
+    }
+    let max_body = limits.max_body_bytes;
     Ok(FrontendEntry {
         key: key.to_string(),
         backend_id: doc.backend_id,
@@ -319,19 +364,44 @@ fn frontend(key: &str, value: &str) -> Result<FrontendEntry, String> {
             // vulcand writes 0 for "no limit".
             max_body_bytes: max_body.filter(|&n| n > 0).map(|n| n as u64),
             hostname: settings.hostname.filter(|h| !h.is_empty()),
+            failover,
         },
     })
 }
 
-fn middleware(fid: &str, mid: &str, value: &str) -> Result<MiddlewareSpec, String> {
+fn middleware(
+    fid: &str,
+    mid: &str,
+    value: &str,
+    notes: &mut Vec<String>,
+) -> Result<MiddlewareSpec, String> {
     let doc: MiddlewareDoc = json(value)?;
     let limit = crate::throttle::parse(fid, mid, &doc.r#type, &doc.middleware)?;
+    let mut rewrite = None;
+    match doc.r#type.as_str() {
+        "ratelimit" | "connlimit" => {}
+        "rewrite" => {
+            let (rule, note) = super::rewrite::RewriteRule::parse(&doc.middleware)?;
+            notes.extend(note);
+            rewrite = Some(Arc::new(rule));
+        }
+        "trace" => notes.push(
+            "trace middlewares are not supported: requests are recorded by the access log \
+             ([log] access_log)"
+                .into(),
+        ),
+        other => notes.push(format!(
+            "middleware Type {other:?} is not supported (ringway runs ratelimit, connlimit and \
+             rewrite); the frontend serves without it"
+        )),
+    }
     Ok(MiddlewareSpec {
         id: mid.into(),
         priority: doc.priority,
         kind: doc.r#type,
         config: doc.middleware,
         limit: limit.map(Arc::new),
+        rewrite,
     })
 }
 

@@ -65,7 +65,12 @@ const MATCHERS: &str =
 
 /// Parse a route expression.
 pub fn parse(text: &str) -> Result<Expr, ExprError> {
-    Parser { src: text, pos: 0 }.expr()
+    Parser(Cursor {
+        src: text,
+        pos: 0,
+        what: "expression",
+    })
+    .expr()
 }
 
 impl Expr {
@@ -163,10 +168,101 @@ impl fmt::Display for Matcher {
     }
 }
 
-struct Parser<'a> {
-    src: &'a str,
-    pos: usize,
+/// The string literal opening at byte `at` of `src` (a `"` or a backtick): its text and the
+/// byte after its closing quote. Double quotes take Go's escapes (`\" \\ \n \r \t \a \b
+/// \f \v`) and no newline; backticks are raw, as in Go. Shared by every language of vulcand's
+/// that has strings (route expressions, predicates).
+pub(crate) fn quoted_string(src: &str, at: usize) -> Result<(String, usize), ExprError> {
+    let err = |position: usize, message: String| Err(ExprError { position, message });
+    let quote = match src[at..].chars().next() {
+        Some(q @ ('"' | '`')) => q,
+        _ => return err(at, "expected a string in double quotes or backticks".into()),
+    };
+    let body = at + 1;
+    let mut text = String::new();
+    let mut chars = src[body..].char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c == quote {
+            return Ok((text, body + i + 1));
+        }
+        if c == '\\' && quote == '"' {
+            let Some((_, e)) = chars.next() else { break };
+            text.push(match e {
+                '"' => '"',
+                '\\' => '\\',
+                'n' => '\n',
+                'r' => '\r',
+                't' => '\t',
+                'a' => '\x07',
+                'b' => '\x08',
+                'f' => '\x0c',
+                'v' => '\x0b',
+                other => {
+                    return err(
+                        body + i,
+                        format!("unknown escape \\{other} (write \\\\ for a backslash)"),
+                    )
+                }
+            });
+        } else if c == '\n' && quote == '"' {
+            return err(body + i, "newline inside a double-quoted string".into());
+        } else {
+            text.push(c);
+        }
+    }
+    err(at, format!("unterminated string starting with {quote}"))
 }
+
+/// A position in the text of one of vulcand's small languages, with the moves every parser
+/// of them makes.
+pub(crate) struct Cursor<'a> {
+    pub src: &'a str,
+    pub pos: usize,
+    /// What the text is called in "found the end of the ..." messages.
+    pub what: &'static str,
+}
+
+impl Cursor<'_> {
+    pub fn rest(&self) -> &str {
+        &self.src[self.pos..]
+    }
+
+    pub fn skip_ws(&mut self) {
+        let trimmed = self.rest().trim_start();
+        self.pos = self.src.len() - trimmed.len();
+    }
+
+    /// "found 'x'" for the character at the cursor, for error messages.
+    pub fn found(&self) -> String {
+        match self.rest().chars().next() {
+            Some(c) => format!("found {c:?}"),
+            None => format!("found the end of the {}", self.what),
+        }
+    }
+}
+
+/// A parser type that is a [`Cursor`] with the grammar's own methods on top.
+macro_rules! cursor_parser {
+    ($name:ident) => {
+        struct $name<'a>($crate::route::expr::Cursor<'a>);
+
+        impl<'a> std::ops::Deref for $name<'a> {
+            type Target = $crate::route::expr::Cursor<'a>;
+            fn deref(&self) -> &Self::Target {
+                &self.0
+            }
+        }
+
+        impl std::ops::DerefMut for $name<'_> {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.0
+            }
+        }
+    };
+}
+pub(crate) use cursor_parser;
+
+cursor_parser!(Parser);
 
 /// A string argument and the byte offset of its opening quote.
 struct Arg {
@@ -180,22 +276,6 @@ impl Parser<'_> {
             position,
             message: message.into(),
         })
-    }
-
-    fn rest(&self) -> &str {
-        &self.src[self.pos..]
-    }
-
-    fn skip_ws(&mut self) {
-        let trimmed = self.rest().trim_start();
-        self.pos = self.src.len() - trimmed.len();
-    }
-
-    fn found(&self) -> String {
-        match self.rest().chars().next() {
-            Some(c) => format!("found {c:?}"),
-            None => "found the end of the expression".to_string(),
-        }
     }
 
     fn expr(&mut self) -> Result<Expr, ExprError> {
@@ -283,52 +363,18 @@ impl Parser<'_> {
 
     fn string(&mut self) -> Result<Arg, ExprError> {
         let at = self.pos;
-        let quote = match self.rest().chars().next() {
-            Some(q @ ('"' | '`')) => q,
-            _ => {
-                return self.err(
-                    at,
-                    format!(
-                        "expected a string in double quotes or backticks, {}",
-                        self.found()
-                    ),
-                )
-            }
-        };
-        self.pos += 1;
-        let mut text = String::new();
-        let mut chars = self.src[self.pos..].char_indices();
-        while let Some((i, c)) = chars.next() {
-            if c == quote {
-                self.pos += i + 1;
-                return Ok(Arg { text, at });
-            }
-            if c == '\\' && quote == '"' {
-                let Some((_, e)) = chars.next() else { break };
-                text.push(match e {
-                    '"' => '"',
-                    '\\' => '\\',
-                    'n' => '\n',
-                    'r' => '\r',
-                    't' => '\t',
-                    'a' => '\x07',
-                    'b' => '\x08',
-                    'f' => '\x0c',
-                    'v' => '\x0b',
-                    other => {
-                        return self.err(
-                            self.pos + i,
-                            format!("unknown escape \\{other} (write \\\\ for a backslash)"),
-                        )
-                    }
-                });
-            } else if c == '\n' && quote == '"' {
-                return self.err(self.pos + i, "newline inside a double-quoted string");
-            } else {
-                text.push(c);
-            }
+        if !self.rest().starts_with(['"', '`']) {
+            return self.err(
+                at,
+                format!(
+                    "expected a string in double quotes or backticks, {}",
+                    self.found()
+                ),
+            );
         }
-        self.err(at, format!("unterminated string starting with {quote}"))
+        let (text, end) = quoted_string(self.src, at)?;
+        self.pos = end;
+        Ok(Arg { text, at })
     }
 
     fn build(&self, name: &str, at: usize, args: Vec<Arg>) -> Result<Matcher, ExprError> {

@@ -29,6 +29,8 @@ pub struct FrontendSettings {
     pub max_body_bytes: Option<u64>,
     /// `Hostname`, sent as Host upstream when set.
     pub hostname: Option<String>,
+    /// `FailoverPredicate`: when another server is tried (vulcand's default when empty).
+    pub failover: super::Failover,
 }
 
 /// A middleware attached to a frontend, kept as parsed JSON.
@@ -41,6 +43,8 @@ pub struct MiddlewareSpec {
     /// `ratelimit` and `connlimit` middlewares, validated when the routes were compiled (an
     /// invalid one is skipped and reported instead).
     pub limit: Option<Arc<crate::throttle::Limit>>,
+    /// A `rewrite` middleware, compiled.
+    pub rewrite: Option<Arc<super::rewrite::RewriteRule>>,
 }
 
 /// A backend: a set of servers and how to talk to them.

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+use super::failover::VULCAND_DEFAULT;
 use super::{Report, RouteTable, Server};
 
 fn duration_ms(d: Option<std::time::Duration>) -> Value {
@@ -53,6 +54,14 @@ impl RouteTable {
                     s.id, s.url, s.addr, s.weight
                 );
             }
+            match f.settings.failover.text() {
+                Some(p) => {
+                    let _ = writeln!(out, "      failover {p}");
+                }
+                None => {
+                    let _ = writeln!(out, "      failover: vulcand default ({VULCAND_DEFAULT})");
+                }
+            }
             for m in &f.middlewares {
                 let _ = writeln!(
                     out,
@@ -85,6 +94,12 @@ impl RouteTable {
                 let _ = writeln!(out, "  {}: {}", s.key, s.reason);
             }
         }
+        if !report.unsupported.is_empty() {
+            let _ = writeln!(out, "not supported (the rest of each value applies):");
+            for s in &report.unsupported {
+                let _ = writeln!(out, "  {}: {}", s.key, s.reason);
+            }
+        }
         out
     }
 
@@ -108,6 +123,8 @@ impl RouteTable {
                         "trust_forward_header": f.settings.trust_forward_header,
                         "max_body_bytes": f.settings.max_body_bytes,
                         "hostname": f.settings.hostname,
+                        "failover_predicate": f.settings.failover.text().unwrap_or(VULCAND_DEFAULT),
+                        "failover_default": !f.settings.failover.is_explicit(),
                     },
                     "middlewares": f.middlewares.iter().map(|m| json!({
                         "id": &*m.id,
@@ -144,6 +161,10 @@ impl RouteTable {
                 "reason": c.reason,
             })).collect::<Vec<_>>(),
             "skipped": report.skipped.iter().map(|s| json!({
+                "key": s.key,
+                "reason": s.reason,
+            })).collect::<Vec<_>>(),
+            "unsupported": report.unsupported.iter().map(|s| json!({
                 "key": s.key,
                 "reason": s.reason,
             })).collect::<Vec<_>>(),

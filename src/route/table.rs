@@ -95,6 +95,8 @@ pub struct Conflict {
 pub struct Report {
     pub skipped: Vec<Skipped>,
     pub conflicts: Vec<Conflict>,
+    /// Settings that were read but are not supported; their values are used without them.
+    pub unsupported: Vec<Skipped>,
 }
 
 /// The result of [`compile`].
@@ -405,6 +407,12 @@ pub fn compile(kv: &KvSet, opts: &CompileOptions) -> Compiled {
     let conflicts = conflicts(&frontends, &routes);
     let mut skipped = docs.skipped;
     skipped.sort_by(|a, b| a.key.cmp(&b.key));
+    // Notes about values that were skipped after all say nothing more.
+    let unsupported = docs
+        .unsupported
+        .into_iter()
+        .filter(|u| skipped.iter().all(|s| s.key != u.key))
+        .collect();
     Compiled {
         table: RouteTable {
             revision: kv.revision,
@@ -413,7 +421,11 @@ pub fn compile(kv: &KvSet, opts: &CompileOptions) -> Compiled {
             routes,
             hosts,
         },
-        report: Report { skipped, conflicts },
+        report: Report {
+            skipped,
+            conflicts,
+            unsupported,
+        },
     }
 }
 

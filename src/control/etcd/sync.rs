@@ -196,6 +196,13 @@ impl RouteSync {
         {
             tracing::warn!(winner = %c.winner, loser = %c.loser, reason = %c.reason, "route conflict");
         }
+        for u in report
+            .unsupported
+            .iter()
+            .filter(|u| !self.last_report.unsupported.contains(u))
+        {
+            tracing::warn!(key = %u.key, reason = %u.reason, "route setting not supported");
+        }
         tracing::info!(
             revision = self.kv.revision,
             frontends = compiled.table.frontends().len(),

@@ -107,6 +107,10 @@ fn vulcand_sample_documents_compile_verbatim() {
     assert!(!f.settings.trust_forward_header);
     assert_eq!(f.settings.max_body_bytes, Some(1_048_576));
     assert_eq!(f.settings.hostname, None);
+    assert_eq!(
+        f.settings.failover.text(),
+        Some("IsNetworkError() && Attempts() <= 2")
+    );
     assert_eq!(f.middlewares.len(), 1);
     assert_eq!(f.middlewares[0].kind, "ratelimit");
     assert_eq!(f.middlewares[0].config["Requests"], 100);
@@ -658,4 +662,99 @@ fn host_aliases_let_this_node_answer_for_localhost_routes() {
         None,
         "no alias, no match"
     );
+}
+
+#[test]
+fn a_failover_predicate_that_does_not_parse_skips_its_frontend_with_the_position() {
+    let compiled = compile(
+        &kv(&[
+            (
+                "/vulcand/frontends/bad/frontend",
+                r#"{"Type":"http","BackendId":"b1","Route":"Path(`/bad`)","Settings":{"FailoverPredicate":"IsNetworkError() && Attempts() <= "}}"#,
+            ),
+            (
+                "/vulcand/frontends/good/frontend",
+                r#"{"Type":"http","BackendId":"b1","Route":"Path(`/good`)","Settings":{"FailoverPredicate":""}}"#,
+            ),
+        ]),
+        &CompileOptions::default(),
+    );
+    assert_eq!(order(&compiled), ["good"]);
+    let good = &compiled.table.frontends()[0];
+    assert!(
+        !good.settings.failover.is_explicit(),
+        "empty means vulcand's default"
+    );
+    let skipped = &compiled.report.skipped;
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].key, "/vulcand/frontends/bad/frontend");
+    assert!(
+        skipped[0].reason.contains("FailoverPredicate") && skipped[0].reason.contains("at byte 34"),
+        "{}",
+        skipped[0].reason
+    );
+}
+
+#[test]
+fn unsupported_settings_are_reported_and_the_rest_applies() {
+    let compiled = compile(
+        &kv(&[
+            (
+                "/vulcand/frontends/f1/frontend",
+                r#"{"Type":"http","BackendId":"b1","Route":"Path(`/a`)","Settings":{"TrustForwardHeader":true,"Limits":{"MaxMemBodyBytes":2048}}}"#,
+            ),
+            (
+                "/vulcand/frontends/f1/middlewares/tr",
+                r#"{"Type":"trace","Middleware":{"ReqHeaders":["X-A"]}}"#,
+            ),
+            (
+                "/vulcand/frontends/f1/middlewares/rw",
+                r#"{"Type":"rewrite","Middleware":{"Regexp":"/a","Replacement":"/b","RewriteBody":true}}"#,
+            ),
+            (
+                "/vulcand/frontends/f1/middlewares/auth",
+                r#"{"Type":"auth","Middleware":{}}"#,
+            ),
+            (
+                "/vulcand/backends/b2/backend",
+                r#"{"Type":"http","Settings":{"TLS":{"InsecureSkipVerify":true}}}"#,
+            ),
+        ]),
+        &CompileOptions::default(),
+    );
+    assert!(
+        compiled.report.skipped.is_empty(),
+        "{:?}",
+        compiled.report.skipped
+    );
+    let notes: Vec<(&str, &str)> = compiled
+        .report
+        .unsupported
+        .iter()
+        .map(|u| (u.key.as_str(), u.reason.as_str()))
+        .collect();
+    let has = |key: &str, needle: &str| {
+        notes
+            .iter()
+            .any(|(k, r)| k.ends_with(key) && r.contains(needle))
+    };
+    assert!(has("f1/frontend", "TrustForwardHeader"), "{notes:?}");
+    assert!(has("f1/frontend", "MaxMemBodyBytes"), "{notes:?}");
+    assert!(has("middlewares/tr", "trace"), "{notes:?}");
+    assert!(has("middlewares/rw", "RewriteBody"), "{notes:?}");
+    assert!(
+        has("middlewares/auth", "\"auth\" is not supported"),
+        "{notes:?}"
+    );
+    assert!(has("b2/backend", "Settings.TLS"), "{notes:?}");
+    assert_eq!(notes.len(), 6, "{notes:?}");
+    // The frontend still serves, with its rewrite.
+    let f = compiled.table.lookup(&get("h", "/a")).expect("f1");
+    assert!(f.middlewares.iter().any(|m| m.rewrite.is_some()));
+    let text = compiled.table.render(&compiled.report);
+    assert!(text.contains("not supported"), "{text}");
+    assert!(text.contains("failover: vulcand default"), "{text}");
+    let json = compiled.table.to_json(&compiled.report);
+    assert_eq!(json["unsupported"].as_array().map(Vec::len), Some(6));
+    assert_eq!(json["frontends"][0]["settings"]["failover_default"], true);
 }
