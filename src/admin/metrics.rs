@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::ControlStatus;
-use crate::dataplane::stats::{NodeStats, DURATION_BUCKETS};
+use crate::dataplane::stats::{NodeStats, RetryReason, DURATION_BUCKETS};
 use crate::route::RouteTable;
 
 /// What a scrape reads.
@@ -292,12 +292,32 @@ pub fn render(out: &mut String, src: &Sources<'_>) {
     x.family(
         "ringway_upstream_retries_total",
         "counter",
-        "Further attempts after a failed one, on another server or a new connection.",
+        "Further attempts after the first, by reason: connect (nothing was sent), reset, \
+         timeout, status (the failover predicate retried a response), stale_connection (a \
+         pooled connection the server had closed, retried on a new one).",
+    );
+    for reason in RetryReason::ALL {
+        x.sample(
+            "ringway_upstream_retries_total",
+            &[("reason", reason.label())],
+            Value::Int(
+                workers
+                    .iter()
+                    .map(|w| w.counters.upstream_retries[reason as usize].load(Relaxed))
+                    .sum(),
+            ),
+        );
+    }
+    x.family(
+        "ringway_retry_budget_exhausted_total",
+        "counter",
+        "Retries the failover predicate asked for but the node-wide retry budget refused; \
+         the attempt's answer went to the client.",
     );
     x.sample(
-        "ringway_upstream_retries_total",
+        "ringway_retry_budget_exhausted_total",
         &[],
-        total(|c| c.upstream_retries.load(Relaxed)),
+        total(|c| c.retry_budget_exhausted.load(Relaxed)),
     );
 
     x.family(

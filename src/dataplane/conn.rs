@@ -44,6 +44,8 @@ pub struct Conn {
     pub tunnel_admission: Option<crate::throttle::Admission>,
     /// The X-Request-Id ringway generated for the request in flight, reused by every attempt.
     pub request_id: Option<[u8; 32]>,
+    /// `100 Continue` was sent for the request in flight (a retry does not send another).
+    pub continue_sent: bool,
     /// The listener the connection came in on.
     pub listener: Rc<ListenerCtx>,
     /// The peer's forwarding fields are kept (mesh, or a trusted proxy in front of an edge).
@@ -241,6 +243,7 @@ impl Conn {
             linger: false,
             tunnel_admission: None,
             request_id: None,
+            continue_sent: false,
             trusted_hop,
             listener,
             rewritten: Vec::new(),
@@ -271,6 +274,7 @@ impl Conn {
             // (recycled by the allocator's thread-local free list), so an idle connection's
             // task stays small instead of reserving room for the largest exchange state.
             self.request_id = None;
+            self.continue_sent = false;
             let next = Box::pin(self.handle(w, head)).await;
             self.end_request(w, true, !matches!(next, Next::KeepAlive));
             self.return_scratch(w);
@@ -507,7 +511,18 @@ impl Conn {
             .settings
             .max_body_bytes
             .or((w.cfg.max_body_bytes > 0).then_some(w.cfg.max_body_bytes));
-        let mut body = match BodyState::start(&self.rbuf, &head, max_body) {
+        // A body is kept for a replay only when the frontend's failover rule could ever
+        // send this request again.
+        let retain = if frontend
+            .settings
+            .failover
+            .may_retry(head.method_span.of(&self.rbuf))
+        {
+            w.cfg.upstream.retry_body_bytes
+        } else {
+            0
+        };
+        let mut body = match BodyState::start(&self.rbuf, &head, max_body, retain) {
             Ok(b) => b,
             Err(e) => return self.refuse(w, &head, e).await,
         };

@@ -112,6 +112,20 @@ impl ProxyError {
         }
     }
 
+    /// The status vulcand's `ResponseCode()` reports for an attempt that ended this way
+    /// without a response (502, or 504 for timeouts); `None` for failures that are not the
+    /// upstream's and never earn another attempt.
+    pub fn network_status(&self) -> Option<u16> {
+        use ProxyError::*;
+        match self {
+            Connect(_) | Stale | UpstreamIo(_) | UpstreamClosed | BadResponse(_) | BodyWrite(_) => {
+                Some(502)
+            }
+            ConnectTimeout | UpstreamTimeout => Some(504),
+            _ => None,
+        }
+    }
+
     /// Whether the failure counts against the server (passive health).
     pub fn marks_server(&self) -> bool {
         use ProxyError::*;

@@ -13,6 +13,7 @@ use response::{relay_response, Done};
 use upstream_head::build_upstream_head;
 pub use upstream_head::request_id;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use monoio::io::AsyncWriteRentExt;
@@ -22,22 +23,25 @@ use super::conn::{Conn, Next};
 use super::error::ProxyError;
 use super::gather::write_gather;
 use super::respond::CONTINUE_100;
+use super::stats::RetryReason;
 use super::worker::Worker;
+use crate::config::MAX_RETRIES;
 use crate::edge::Rewrite;
 use crate::http::request::Method;
 use crate::http::{RequestHead, Version};
-use crate::route::{Backend, Frontend, Server};
+use crate::route::failover::Attempt;
+use crate::route::{Backend, Failover, Frontend, Server};
 
 /// Servers already tried for this request (no allocation for the common case).
 struct Tried {
-    addrs: [SocketAddr; 8],
+    addrs: [SocketAddr; 1 + MAX_RETRIES as usize],
     len: usize,
 }
 
 impl Default for Tried {
     fn default() -> Self {
         Tried {
-            addrs: [SocketAddr::from(([0, 0, 0, 0], 0)); 8],
+            addrs: [SocketAddr::from(([0, 0, 0, 0], 0)); 1 + MAX_RETRIES as usize],
             len: 0,
         }
     }
@@ -61,10 +65,102 @@ pub(super) enum Outcome {
     /// Failed before anything of a response reached the client.
     Failed {
         err: ProxyError,
-        retry: bool,
+        reached: Reached,
+    },
+    /// The upstream answered with a status the failover predicate retries; the response was
+    /// dropped unseen.
+    Retry {
+        status: u16,
     },
     /// Failed after the response started: the client connection can only be closed.
     Aborted,
+}
+
+/// How far the request of a failed attempt got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reached {
+    /// Nothing of it reached a server that could act on it: the connection could not be
+    /// made, or a pooled connection turned out closed while the head was written.
+    Nothing,
+    /// It went out, or part of it: the server may have acted on it.
+    Server,
+}
+
+/// Whether an attempt's outcome earns another attempt: the frontend's failover predicate,
+/// then the limits (`max_retries`, a server not yet tried, a body in hand), then the
+/// node-wide retry budget.
+pub(super) struct RetryGate<'a> {
+    failover: &'a Failover,
+    method: &'a [u8],
+    idempotent: bool,
+    /// Attempts so far, this one included.
+    attempts: u32,
+    /// `max_retries` allows another attempt and a server is left that was not tried.
+    room: bool,
+}
+
+impl RetryGate<'_> {
+    fn attempt(&self, code: u16) -> Attempt<'_> {
+        Attempt {
+            attempts: self.attempts,
+            code,
+            method: self.method,
+        }
+    }
+
+    /// A response with `status` arrived (before anything of it went to the client).
+    pub(super) fn retries_status(&self, w: &Worker, status: u16, replayable: bool) -> bool {
+        status >= 200
+            && self.failover.wants_retry(&self.attempt(status))
+            && self.admit(w, replayable)
+    }
+
+    /// The attempt failed without a response: `code` is ringway's own 502 or 504.
+    fn retries_failure(&self, w: &Worker, code: u16, reached: Reached, replayable: bool) -> bool {
+        let wants = if self.failover.is_explicit() {
+            self.failover.wants_retry(&self.attempt(code))
+        } else {
+            // vulcand's default, never for a request the upstream may have acted on unless
+            // it is idempotent; and, as nginx, any request that could not be sent at all.
+            reached == Reached::Nothing
+                || (self.idempotent && self.failover.wants_retry(&self.attempt(code)))
+        };
+        wants && self.admit(w, replayable)
+    }
+
+    fn admit(&self, w: &Worker, replayable: bool) -> bool {
+        if !self.room {
+            return false;
+        }
+        if !replayable {
+            tracing::debug!(
+                "not retried: part of the request body went out without a copy (larger than \
+                 retry_body_bytes, or spliced)"
+            );
+            return false;
+        }
+        if !w.retry_budget.try_retry(w.idle_timers.now()) {
+            w.stats.retry_budget_exhausted();
+            tracing::debug!("not retried: the node's retry budget is spent");
+            return false;
+        }
+        true
+    }
+}
+
+/// Whether a server other than `current` and those in `tried` is left.
+fn untried_left(be: &Backend, tried: &Tried, current: SocketAddr) -> bool {
+    be.servers
+        .iter()
+        .any(|s| s.addr != current && !tried.as_slice().contains(&s.addr))
+}
+
+fn retry_reason(err: &ProxyError) -> RetryReason {
+    match err {
+        ProxyError::Connect(_) | ProxyError::ConnectTimeout => RetryReason::Connect,
+        ProxyError::UpstreamTimeout => RetryReason::Timeout,
+        _ => RetryReason::Reset,
+    }
 }
 
 pub async fn proxy(
@@ -77,7 +173,14 @@ pub async fn proxy(
     rewrite: Option<Rewrite<'_>>,
 ) -> Next {
     let mut tried = Tried::default();
-    let mut attempts_left = 1 + w.cfg.upstream.max_retries;
+    let max_attempts = 1 + w.cfg.upstream.max_retries.min(MAX_RETRIES);
+    let method = head.method.name().map_or_else(
+        || Cow::Owned(head.method_span.of(&c.rbuf).to_vec()),
+        Cow::Borrowed,
+    );
+    let idempotent = head.method.is_idempotent();
+    w.retry_budget.count_request();
+    let mut attempts = 0;
     let mut fresh_only = false;
     let mut last_err = None;
     loop {
@@ -86,40 +189,64 @@ pub async fn proxy(
             let err = last_err.unwrap_or(ProxyError::NoServer);
             return finish_failed(c, w, head, body, err).await;
         };
-        if last_err.is_some() {
-            w.stats.upstream_retry();
+        // A stale pooled connection retried on a new one is the same attempt.
+        if !fresh_only {
+            attempts += 1;
         }
-        attempts_left -= 1;
+        let gate = RetryGate {
+            failover: &fe.settings.failover,
+            method: &method,
+            idempotent,
+            attempts,
+            room: attempts < max_attempts && untried_left(be, &tried, server.addr),
+        };
         let target = Target {
             fe,
             be,
             server,
             rewrite,
         };
-        match attempt(c, w, head, target, body, fresh_only).await {
+        match attempt(c, w, head, target, body, fresh_only, &gate).await {
             Outcome::Done(next) => {
                 w.upstreams.mark_ok(server.addr);
                 return next;
             }
             Outcome::Aborted => return Next::Close,
-            Outcome::Failed { err, retry } => {
+            Outcome::Retry { status } => {
+                tracing::debug!(server = %server.addr, status, attempts, "response retried on another server");
+                w.stats.upstream_retry(RetryReason::Status);
+                tried.push(server.addr);
+                fresh_only = false;
+            }
+            Outcome::Failed { err, reached } => {
                 w.stats.upstream_failed(&err);
-                let stale = matches!(err, ProxyError::Stale);
                 if err.marks_server() {
                     w.upstreams.mark_failed(server.addr);
                 }
-                tracing::debug!(server = %server.addr, retry, "{err}");
-                if retry && attempts_left > 0 {
-                    // A stale pooled connection says nothing about the server: try it again
-                    // on a new connection.
-                    fresh_only = stale;
-                    if !stale {
-                        tried.push(server.addr);
-                    }
+                // A pooled connection the server had closed says nothing about the server:
+                // the same server again on a new connection, when the request cannot have
+                // been acted on or acting twice is harmless.
+                if matches!(err, ProxyError::Stale)
+                    && body.replayable()
+                    && (reached == Reached::Nothing || idempotent)
+                {
+                    tracing::debug!(server = %server.addr, "{err}; trying a new connection");
+                    w.stats.upstream_retry(RetryReason::Stale);
+                    fresh_only = true;
                     last_err = Some(err);
                     continue;
                 }
-                return finish_failed(c, w, head, body, err).await;
+                let retry = err
+                    .network_status()
+                    .is_some_and(|code| gate.retries_failure(w, code, reached, body.replayable()));
+                tracing::debug!(server = %server.addr, retry, attempts, "{err}");
+                if !retry {
+                    return finish_failed(c, w, head, body, err).await;
+                }
+                w.stats.upstream_retry(retry_reason(&err));
+                tried.push(server.addr);
+                fresh_only = false;
+                last_err = Some(err);
             }
         }
     }
@@ -159,12 +286,11 @@ async fn attempt(
     target: Target<'_>,
     body: &mut BodyState,
     fresh_only: bool,
+    gate: &RetryGate<'_>,
 ) -> Outcome {
     let Target { be, server, .. } = target;
     let addr = server.addr;
     c.rec.upstream_attempt(addr);
-    let replayable = body.complete;
-    let idempotent = head.method.is_idempotent();
     let pooled = if fresh_only {
         None
     } else {
@@ -176,21 +302,20 @@ async fn attempt(
         Some(s) => s,
         None => {
             let dial = be.settings.dial_timeout.unwrap_or(w.cfg.timeouts.connect());
-            match monoio::time::timeout(dial, TcpStream::connect_addr(addr)).await {
+            let err = match monoio::time::timeout(dial, TcpStream::connect_addr(addr)).await {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
-                    s
+                    Ok(s)
                 }
-                Ok(Err(e)) => {
+                Ok(Err(e)) => Err(ProxyError::Connect(e)),
+                Err(_) => Err(ProxyError::ConnectTimeout),
+            };
+            match err {
+                Ok(s) => s,
+                Err(err) => {
                     return Outcome::Failed {
-                        err: ProxyError::Connect(e),
-                        retry: true,
-                    }
-                }
-                Err(_) => {
-                    return Outcome::Failed {
-                        err: ProxyError::ConnectTimeout,
-                        retry: true,
+                        err,
+                        reached: Reached::Nothing,
                     }
                 }
             }
@@ -214,10 +339,10 @@ async fn attempt(
         None => {
             // The buffers went with the cancelled write; the request cannot be replayed.
             c.rbuf = Vec::with_capacity(w.cfg.idle_buffer_bytes);
-            body.complete = false;
+            body.forfeit();
             return Outcome::Failed {
                 err: ProxyError::UpstreamTimeout,
-                retry: false,
+                reached: Reached::Server,
             };
         }
     };
@@ -225,58 +350,87 @@ async fn attempt(
         return if reused {
             Outcome::Failed {
                 err: ProxyError::Stale,
-                retry: replayable,
+                reached: Reached::Nothing,
             }
         } else {
             Outcome::Failed {
                 err: ProxyError::UpstreamIo(e),
-                retry: replayable && idempotent,
+                reached: Reached::Server,
             }
         };
     }
+    // A retry sends the body bytes an earlier attempt kept.
+    let retained = body.take_retained();
+    if !retained.is_empty() {
+        match w.timed(w.cfg.timeouts.send(), up.write_all(retained)).await {
+            Some((Ok(_), back)) => body.give_retained(back),
+            Some((Err(e), back)) => {
+                body.give_retained(back);
+                return Outcome::Failed {
+                    err: ProxyError::UpstreamIo(e),
+                    reached: Reached::Server,
+                };
+            }
+            None => {
+                body.forfeit();
+                return Outcome::Failed {
+                    err: ProxyError::UpstreamTimeout,
+                    reached: Reached::Server,
+                };
+            }
+        }
+    }
 
     if !body.complete {
-        if head.expect_continue && head.version == Version::Http11 {
+        if head.expect_continue && head.version == Version::Http11 && !c.continue_sent {
             let sent =
                 monoio::time::timeout(w.cfg.timeouts.send(), c.stream.write_all(CONTINUE_100))
                     .await;
             if !matches!(sent, Ok((Ok(_), _))) {
                 return Outcome::Aborted;
             }
+            c.continue_sent = true;
             c.rec.tx += CONTINUE_100.len() as u64;
         }
         match stream_request_body(c, w, &mut up, body).await {
             Ok(()) => {}
             // The upstream stopped taking the body: it may have answered early (413, 401...).
-            // Relay that answer if there is one; the client's unread body means the client
-            // connection closes afterwards (with a lingering close so the answer arrives).
+            // Relay that answer if there is one (or retry it, as any response); the client's
+            // unread body means the client connection closes afterwards (with a lingering
+            // close so the answer arrives).
             Err(ProxyError::BodyWrite(e)) => {
-                c.linger = true;
                 let done = Done {
                     consume_end: 0,
                     reused,
-                    replayable: false,
-                    idempotent: false,
+                    replayable: body.replayable(),
                     force_close: true,
                 };
-                return match relay_response(c, w, head, be, server, up, done).await {
+                return match relay_response(c, w, head, target, up, done, gate).await {
                     Outcome::Failed { .. } => Outcome::Failed {
                         err: ProxyError::BodyWrite(e),
-                        retry: false,
+                        reached: Reached::Server,
                     },
-                    answered => answered,
+                    Outcome::Retry { status } => Outcome::Retry { status },
+                    answered => {
+                        c.linger = true;
+                        answered
+                    }
                 };
             }
-            Err(err) => return Outcome::Failed { err, retry: false },
+            Err(err) => {
+                return Outcome::Failed {
+                    err,
+                    reached: Reached::Server,
+                }
+            }
         }
     }
 
     let done = Done {
         consume_end: body.buffered_end,
         reused,
-        replayable: replayable && body.complete,
+        replayable: body.replayable(),
         force_close: false,
-        idempotent,
     };
-    relay_response(c, w, head, be, server, up, done).await
+    relay_response(c, w, head, target, up, done, gate).await
 }

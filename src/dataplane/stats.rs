@@ -121,7 +121,10 @@ pub struct WorkerCounters {
     pub upstream_timeouts: AtomicU64,
     pub upstream_requests_fresh: AtomicU64,
     pub upstream_requests_reused: AtomicU64,
-    pub upstream_retries: AtomicU64,
+    /// Further attempts, by [`RetryReason`].
+    pub upstream_retries: [AtomicU64; RetryReason::ALL.len()],
+    /// Retries the failover predicate asked for that the retry budget refused.
+    pub retry_budget_exhausted: AtomicU64,
     /// 0 = not started, 1 = io_uring, 2 = epoll.
     driver: AtomicU8,
 }
@@ -133,6 +136,42 @@ impl WorkerCounters {
             1 => Some(Driver::IoUring),
             2 => Some(Driver::Epoll),
             _ => None,
+        }
+    }
+}
+
+/// Why another attempt was made (`ringway_upstream_retries_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryReason {
+    /// The connection could not be made (refused, unreachable, connect timeout): nothing was
+    /// sent.
+    Connect,
+    /// The connection broke after the request went out (reset, closed, unreadable response).
+    Reset,
+    /// No response within the read deadline.
+    Timeout,
+    /// The upstream answered with a status the failover predicate retries.
+    Status,
+    /// A pooled connection the server had closed; the same server on a new connection.
+    Stale,
+}
+
+impl RetryReason {
+    pub const ALL: [RetryReason; 5] = [
+        RetryReason::Connect,
+        RetryReason::Reset,
+        RetryReason::Timeout,
+        RetryReason::Status,
+        RetryReason::Stale,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RetryReason::Connect => "connect",
+            RetryReason::Reset => "reset",
+            RetryReason::Timeout => "timeout",
+            RetryReason::Status => "status",
+            RetryReason::Stale => "stale_connection",
         }
     }
 }
@@ -279,8 +318,12 @@ impl WorkerStats {
         }
     }
 
-    pub fn upstream_retry(&self) {
-        bump(&self.shared.counters.upstream_retries, 1);
+    pub fn upstream_retry(&self, reason: RetryReason) {
+        bump(&self.shared.counters.upstream_retries[reason as usize], 1);
+    }
+
+    pub fn retry_budget_exhausted(&self) {
+        bump(&self.shared.counters.retry_budget_exhausted, 1);
     }
 
     /// A throttling middleware refused a request (`ringway_throttle_rejections_total`).

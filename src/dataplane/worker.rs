@@ -25,6 +25,7 @@ use crate::config::{
 };
 use crate::control::TableHandle;
 use crate::http::HeadLimits;
+use crate::resilience::{LocalRetryBudget, RetryBudget};
 use crate::route::RouteTable;
 use crate::throttle::{SharedBudgets, Throttle, ThrottleSettings};
 
@@ -52,6 +53,8 @@ pub struct DataPlaneConfig {
     pub throttle: ThrottleSettings,
     /// Node-wide throttle budgets, shared by every worker (batched access, see `throttle`).
     pub throttle_budgets: Arc<SharedBudgets>,
+    /// The node-wide retry budget.
+    pub retry_budget: Arc<RetryBudget>,
     pub access_log: AccessLogTarget,
 }
 
@@ -69,6 +72,10 @@ impl DataPlaneConfig {
         };
         DataPlaneConfig {
             throttle_budgets: Throttle::shared_budgets(&throttle),
+            retry_budget: Arc::new(RetryBudget::new(
+                p.upstream.retry_budget_ratio,
+                p.upstream.retry_budget_min_per_sec,
+            )),
             throttle,
             workers,
             pin: p.node.pin_workers,
@@ -139,6 +146,8 @@ pub struct Worker {
     /// Fired when the worker stops accepting (a handover, or before `shutdown`).
     pub drain: Shutdown,
     pub throttle: RefCell<Throttle>,
+    /// This worker's side of the node-wide retry budget.
+    pub retry_budget: LocalRetryBudget,
     /// Client connections currently open.
     pub active: Cell<usize>,
     /// When to give memory freed by connections gone cold back to the OS.
@@ -541,6 +550,7 @@ async fn worker_main(
             fail_timeout: Duration::from_millis(cfg.upstream.fail_timeout_ms),
         }),
         throttle: RefCell::new(Throttle::new(cfg.throttle_budgets.clone(), &cfg.throttle)),
+        retry_budget: LocalRetryBudget::new(cfg.retry_budget.clone()),
         stats,
         access_log,
         cfg,
@@ -596,6 +606,7 @@ async fn worker_main(
             w.drain.fire();
         }
         w.throttle.borrow_mut().sweep();
+        w.retry_budget.flush(w.idle_timers.now());
         w.stats.tick(&w.table());
         w.access_log.flush();
         if w.reclaim.tick() {

@@ -37,6 +37,22 @@ impl Method {
         }
     }
 
+    /// The method's token, for the methods ringway names (`None` for [`Method::Other`]).
+    pub fn name(self) -> Option<&'static [u8]> {
+        Some(match self {
+            Method::Get => b"GET",
+            Method::Head => b"HEAD",
+            Method::Post => b"POST",
+            Method::Put => b"PUT",
+            Method::Delete => b"DELETE",
+            Method::Options => b"OPTIONS",
+            Method::Patch => b"PATCH",
+            Method::Trace => b"TRACE",
+            Method::Connect => b"CONNECT",
+            Method::Other => return None,
+        })
+    }
+
     /// RFC 9110 §9.2.2: a retry cannot change the outcome.
     pub fn is_idempotent(self) -> bool {
         matches!(

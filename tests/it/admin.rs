@@ -11,7 +11,7 @@ use crate::harness::{free_port, get, ringway, routes_json, PortHold, Ringway, Te
 use crate::origin::Origin;
 
 /// A free loopback address for the admin listener and the profile text that enables it.
-fn with_admin(extra: &str) -> (SocketAddr, String) {
+pub fn with_admin(extra: &str) -> (SocketAddr, String) {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     (addr, format!("[admin]\naddr = \"{addr}\"\n\n{extra}"))
 }
@@ -30,7 +30,7 @@ fn get_req(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
 }
 
-fn scrape(admin: SocketAddr) -> String {
+pub fn scrape(admin: SocketAddr) -> String {
     let r = get(admin, "/metrics");
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -349,7 +349,7 @@ fn metrics_count_every_request_exactly_across_workers() {
     // The same text through a real Prometheus text-format parser.
     let scraped = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("prometheus-parse accepts the text");
-    assert_eq!(scraped.docs.len(), 17, "{:?}", scraped.docs.keys());
+    assert_eq!(scraped.docs.len(), 18, "{:?}", scraped.docs.keys());
     let a_2xx = scraped.samples.iter().find(|s| {
         s.metric == "ringway_requests_total"
             && s.labels.get("frontend") == Some("a")

@@ -8,6 +8,7 @@ mod edge;
 mod etcd;
 mod etcd_server;
 mod exchange;
+mod failover;
 mod handover;
 // Shared helpers: each suite uses a different part of them.
 #[allow(dead_code)]

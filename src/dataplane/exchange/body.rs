@@ -1,5 +1,6 @@
 //! The request body as it streams from the client to the upstream: how much of it came with
-//! the head, how much is still to come, and the relay of the rest (spliced or buffered).
+//! the head, how much is still to come, the relay of the rest (spliced or buffered), and the
+//! copy kept of a small body so that a retry can send it again.
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -11,23 +12,36 @@ use super::super::worker::Worker;
 use super::splice::{splice_exact, Count, Deadlines, SpliceError};
 use crate::http::{BodyFraming, ChunkedDecoder, RequestHead};
 
-/// The request body: how much of it is in the read buffer and how much is still to come.
+/// The request body: how much of it is in the read buffer, how much is still to come, and
+/// what was kept of the rest for a replay.
 pub struct BodyState {
     framing: BodyFraming,
     /// End offset in `rbuf` of the body bytes received with the head.
     pub buffered_end: usize,
-    /// The whole body is in `rbuf` (so the request can be replayed on another server).
+    /// The whole body has been read from the client.
     pub complete: bool,
     remaining: u64,
     decoder: ChunkedDecoder,
     max: Option<u64>,
+    /// Body bytes read after those in `rbuf` (and sent upstream), kept so that another
+    /// attempt can send them again.
+    retained: Vec<u8>,
+    /// How many body bytes may be kept; 0: none are, and the request is not sent again once
+    /// body bytes went out.
+    retain_limit: u64,
+    /// Body bytes went upstream without being kept: no other attempt can send the request.
+    unreplayable: bool,
 }
 
 impl BodyState {
+    /// The body of the request at the start of `rbuf`. Up to `retain_limit` bytes of it are
+    /// kept for a replay while it streams (0 when the request is never retried); a body
+    /// declared larger than that is not kept at all.
     pub fn start(
         rbuf: &[u8],
         head: &RequestHead,
         max: Option<u64>,
+        retain_limit: u64,
     ) -> Result<BodyState, ProxyError> {
         let after = &rbuf[head.head_len..];
         let mut s = BodyState {
@@ -37,6 +51,9 @@ impl BodyState {
             remaining: 0,
             decoder: ChunkedDecoder::new(),
             max,
+            retained: Vec::new(),
+            retain_limit,
+            unreplayable: false,
         };
         match head.framing {
             BodyFraming::Empty | BodyFraming::UntilClose => {}
@@ -45,6 +62,9 @@ impl BodyState {
                 s.buffered_end = head.head_len + have as usize;
                 s.remaining = n - have;
                 s.complete = s.remaining == 0;
+                if s.remaining > retain_limit {
+                    s.retain_limit = 0;
+                }
             }
             BodyFraming::Chunked => {
                 let p = s.decoder.advance(after)?;
@@ -54,6 +74,50 @@ impl BodyState {
             }
         }
         Ok(s)
+    }
+
+    /// Whether another attempt can send the request whole: every body byte that went out is
+    /// in `rbuf` or kept.
+    pub fn replayable(&self) -> bool {
+        !self.unreplayable
+    }
+
+    /// The bytes kept beyond `rbuf`, to send after the head on another attempt.
+    pub fn take_retained(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.retained)
+    }
+
+    pub fn give_retained(&mut self, retained: Vec<u8>) {
+        self.retained = retained;
+    }
+
+    /// Part of the request was lost (a write was cancelled with its buffers): it can neither
+    /// be sent again nor its connection be read on.
+    pub fn forfeit(&mut self) {
+        self.complete = false;
+        self.unreplayable = true;
+        self.retained = Vec::new();
+    }
+
+    /// Body bytes that are about to go upstream: keep them while the limit allows.
+    fn retain(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() || self.unreplayable {
+            return;
+        }
+        if self.retained.len() as u64 + bytes.len() as u64 > self.retain_limit {
+            if self.retain_limit > 0 {
+                tracing::debug!(
+                    limit = self.retain_limit,
+                    "request body larger than retry_body_bytes: it is not kept, so the request \
+                     is not sent again"
+                );
+            }
+            self.retained = Vec::new();
+            self.retain_limit = 0;
+            self.unreplayable = true;
+            return;
+        }
+        self.retained.extend_from_slice(bytes);
     }
 
     /// A chunked body over the limit is refused as soon as a chunk-size line announces it,
@@ -84,21 +148,28 @@ impl BodyState {
 }
 
 /// Stream the rest of the request body from the client to the upstream: spliced when it is a
-/// large Content-Length body, otherwise buffer by buffer, writing each buffer as it was read.
-/// Pipelined bytes after the body stay in `rbuf` (or, spliced, unread in the socket).
+/// large Content-Length body that is not kept for a replay, otherwise buffer by buffer,
+/// writing each buffer as it was read (and keeping a copy while the body is small enough to
+/// replay). Pipelined bytes after the body are appended to `rbuf` (or, spliced, stay unread
+/// in the socket); the request's own bytes at the start of `rbuf` stay for another attempt.
 pub(super) async fn stream_request_body(
     c: &mut Conn,
     w: &Worker,
     up: &mut TcpStream,
     body: &mut BodyState,
 ) -> Result<(), ProxyError> {
-    c.rbuf.clear();
-    if let BodyFraming::Length(_) = body.framing {
+    debug_assert_eq!(
+        c.rbuf.len(),
+        body.buffered_end,
+        "an unfinished body fills rbuf"
+    );
+    if let (BodyFraming::Length(_), 0) = (body.framing, body.retain_limit) {
         if let Some(mut pipe) = w.pipes.lease(body.remaining) {
             let deadlines = Deadlines {
                 read: w.cfg.timeouts.body(),
                 send: w.cfg.timeouts.send(),
             };
+            body.unreplayable = true;
             let rx = &mut c.rec.rx;
             let moved = splice_exact(
                 &c.stream,
@@ -114,7 +185,6 @@ pub(super) async fn stream_request_body(
                 Ok(()) => {
                     body.remaining = 0;
                     body.complete = true;
-                    body.buffered_end = 0;
                     Ok(())
                 }
                 Err(SpliceError::ReadTimeout) => Err(ProxyError::ClientTimeout),
@@ -143,6 +213,8 @@ pub(super) async fn stream_request_body(
         };
         c.rec.rx += n as u64;
         let (k, done) = body.take(&buf[..n])?;
+        // Kept before it is written: a write that fails leaves it for the next attempt.
+        body.retain(&buf[..k]);
         if k > 0 {
             let write = up.write_all(buf.slice(0..k));
             match monoio::time::timeout(w.cfg.timeouts.send(), write).await {
@@ -154,9 +226,68 @@ pub(super) async fn stream_request_body(
         if done {
             c.rbuf.extend_from_slice(&buf[k..n]);
             body.complete = true;
-            body.buffered_end = 0;
             w.give_buf(buf);
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{parse_request, HeadLimits, Parsed};
+
+    fn state(raw: &[u8], retain_limit: u64) -> BodyState {
+        let mut fields = Vec::new();
+        let Ok(Parsed::Complete(head)) = parse_request(raw, 0, &HeadLimits::default(), &mut fields)
+        else {
+            panic!("parses");
+        };
+        BodyState::start(raw, &head, None, retain_limit).expect("a body state")
+    }
+
+    #[test]
+    fn a_small_streamed_body_is_kept_and_stays_replayable() {
+        let mut b = state(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab",
+            16,
+        );
+        assert!(!b.complete && b.replayable());
+        assert_eq!(b.take(b"cdefghij").unwrap(), (8, true));
+        b.retain(b"cdefghij");
+        assert!(b.replayable());
+        assert_eq!(b.take_retained(), b"cdefghij");
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_not_kept_and_not_replayable_once_sent() {
+        // Declared larger than the limit: nothing is kept from the start.
+        let b = state(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n",
+            16,
+        );
+        assert_eq!(b.retain_limit, 0);
+        let mut b = b;
+        b.retain(b"x");
+        assert!(!b.replayable());
+        // Chunked: kept until it grows past the limit.
+        let mut b = state(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            8,
+        );
+        b.retain(b"5\r\nhello");
+        assert!(b.replayable());
+        b.retain(b"\r\n0\r\n\r\n");
+        assert!(!b.replayable());
+        assert!(b.take_retained().is_empty(), "the partial copy is freed");
+    }
+
+    #[test]
+    fn a_body_that_came_with_the_head_is_replayable_without_a_copy() {
+        let b = state(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok",
+            0,
+        );
+        assert!(b.complete && b.replayable());
     }
 }

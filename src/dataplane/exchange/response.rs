@@ -11,17 +11,17 @@ use super::super::error::ProxyError;
 use super::super::gather::{write_gather, Gather};
 use super::super::worker::Worker;
 use super::splice::{splice_exact, Count, Deadlines, SpliceError};
-use super::Outcome;
+use super::{Outcome, Reached, RetryGate, Target};
 use crate::http::request::Method;
 use crate::http::upgrade;
 use crate::http::{
     parse_response, BodyFraming, ChunkedDecoder, HttpError, Parsed, RequestHead, ResponseHead,
     Version,
 };
-use crate::route::{Backend, Server};
+use crate::route::Backend;
 
 /// Read one response head from the upstream into `ubuf`, passing interim (1xx) responses on.
-#[allow(clippy::too_many_arguments)]
+/// A failure means the request went out: the upstream may have acted on it.
 async fn read_response_head(
     c: &mut Conn,
     w: &Worker,
@@ -30,14 +30,18 @@ async fn read_response_head(
     up: &mut TcpStream,
     ubuf: &mut Vec<u8>,
     reused: bool,
-    replayable: bool,
-    idempotent: bool,
 ) -> Result<ResponseHead, Outcome> {
     let limits = w.cfg.upstream_head_limits;
     let read_timeout = be
         .settings
         .read_timeout
         .unwrap_or(w.cfg.timeouts.upstream_read());
+    let failed = |err| {
+        Err(Outcome::Failed {
+            err,
+            reached: Reached::Server,
+        })
+    };
     let mut scanned = 0;
     let mut got_any = false;
     loop {
@@ -71,12 +75,7 @@ async fn read_response_head(
                     scanned = 0;
                     continue;
                 }
-                Err(e) => {
-                    return Err(Outcome::Failed {
-                        err: ProxyError::BadResponse(e),
-                        retry: false,
-                    })
-                }
+                Err(e) => return failed(ProxyError::BadResponse(e)),
             }
         }
         if ubuf.len() == ubuf.capacity() {
@@ -84,50 +83,25 @@ async fn read_response_head(
             if want <= ubuf.len() {
                 let err =
                     ProxyError::BadResponse(HttpError::HeadTooLarge("response head too large"));
-                return Err(Outcome::Failed { err, retry: false });
+                return failed(err);
             }
             ubuf.reserve_exact(want - ubuf.len());
         }
         let buf = std::mem::take(ubuf);
         let (len, cap) = (buf.len(), buf.capacity());
-        let (res, back) = match w
+        let Some((res, back)) = w
             .timed(read_timeout, up.read(buf.slice_mut(len..cap)))
             .await
-        {
-            Some(r) => r,
-            None => {
-                let retry = replayable && idempotent && !got_any;
-                return Err(Outcome::Failed {
-                    err: ProxyError::UpstreamTimeout,
-                    retry,
-                });
-            }
+        else {
+            return failed(ProxyError::UpstreamTimeout);
         };
         *ubuf = back.into_inner();
         match res {
             // The request went out whole on a pooled connection and nothing came back: the
-            // server may have processed it, so only an idempotent request is tried again.
-            Ok(0) | Err(_) if !got_any && reused => {
-                let retry = replayable && idempotent;
-                return Err(Outcome::Failed {
-                    err: ProxyError::Stale,
-                    retry,
-                });
-            }
-            Ok(0) => {
-                let retry = replayable && idempotent && !got_any;
-                return Err(Outcome::Failed {
-                    err: ProxyError::UpstreamClosed,
-                    retry,
-                });
-            }
-            Err(e) => {
-                let retry = replayable && idempotent && !got_any;
-                return Err(Outcome::Failed {
-                    err: ProxyError::UpstreamIo(e),
-                    retry,
-                });
-            }
+            // server most likely closed it before reading, but may have processed it.
+            Ok(0) | Err(_) if !got_any && reused => return failed(ProxyError::Stale),
+            Ok(0) => return failed(ProxyError::UpstreamClosed),
+            Err(e) => return failed(ProxyError::UpstreamIo(e)),
             Ok(_) => got_any = true,
         }
     }
@@ -138,8 +112,8 @@ pub(super) struct Done {
     /// Bytes of `rbuf` the request occupies (pipelined bytes follow).
     pub consume_end: usize,
     pub reused: bool,
+    /// Another attempt could send the request whole.
     pub replayable: bool,
-    pub idempotent: bool,
     /// The client connection closes after this response (its request was not read whole).
     pub force_close: bool,
 }
@@ -148,25 +122,14 @@ pub(super) async fn relay_response(
     c: &mut Conn,
     w: &Worker,
     head: &RequestHead,
-    be: &Backend,
-    server: &Server,
+    target: Target<'_>,
     mut up: TcpStream,
     d: Done,
+    gate: &RetryGate<'_>,
 ) -> Outcome {
+    let Target { be, server, .. } = target;
     let mut ubuf = w.bufs.take();
-    let rh = match read_response_head(
-        c,
-        w,
-        head,
-        be,
-        &mut up,
-        &mut ubuf,
-        d.reused,
-        d.replayable,
-        d.idempotent,
-    )
-    .await
-    {
+    let rh = match read_response_head(c, w, head, be, &mut up, &mut ubuf, d.reused).await {
         Ok(rh) => rh,
         Err(o) => {
             w.bufs.give(ubuf);
@@ -174,6 +137,10 @@ pub(super) async fn relay_response(
         }
     };
     c.rec.upstream_answered();
+    if rh.status != 101 && gate.retries_status(w, rh.status, d.replayable) {
+        discard_response(w, target, up, ubuf, &rh, &d);
+        return Outcome::Retry { status: rh.status };
+    }
 
     if rh.status == 101 {
         // A switch only to a protocol the request offered: anything else would open a tunnel
@@ -188,7 +155,10 @@ pub(super) async fn relay_response(
         if let Some(why) = why {
             w.bufs.give(ubuf);
             let err = ProxyError::BadResponse(HttpError::Malformed(why));
-            return Outcome::Failed { err, retry: false };
+            return Outcome::Failed {
+                err,
+                reached: Reached::Server,
+            };
         }
         return start_tunnel(c, w, up, ubuf, d.consume_end).await;
     }
@@ -209,7 +179,7 @@ pub(super) async fn relay_response(
                 w.bufs.give(ubuf);
                 return Outcome::Failed {
                     err: ProxyError::BadResponse(e),
-                    retry: false,
+                    reached: Reached::Server,
                 };
             }
         },
@@ -354,6 +324,35 @@ pub(super) async fn relay_response(
     } else {
         Next::Close
     })
+}
+
+/// Drop a response the failover predicate retries. Its connection goes back to the pool when
+/// the whole (small) body is already read and nothing follows it; otherwise it is closed,
+/// since reading a body nobody wants costs more than a new connection.
+fn discard_response(
+    w: &Worker,
+    target: Target<'_>,
+    up: TcpStream,
+    ubuf: Vec<u8>,
+    rh: &ResponseHead,
+    d: &Done,
+) {
+    let body = &ubuf[rh.head_len..];
+    let whole = match rh.framing {
+        BodyFraming::Empty => body.is_empty(),
+        BodyFraming::Length(n) => body.len() as u64 == n,
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new();
+            matches!(decoder.advance(body), Ok(p) if p.done && p.consumed == body.len())
+        }
+        BodyFraming::UntilClose => false,
+    };
+    if whole && rh.keep_alive && !d.force_close {
+        let now = w.idle_timers.now();
+        let cap = target.be.settings.max_idle_per_host;
+        w.upstreams.put(target.server.addr, up, cap, now);
+    }
+    w.bufs.give(ubuf);
 }
 
 /// Switch to a byte tunnel after the upstream's 101: pass the 101 head and anything after it to
