@@ -14,6 +14,7 @@ mod pipes;
 mod reclaim;
 mod record;
 mod respond;
+mod rewrite;
 mod shutdown;
 pub mod stats;
 mod tunnel;

@@ -37,6 +37,11 @@ pub struct RegisterArgs {
     /// Repeatable.
     #[arg(long = "frontend", value_name = "ID=ROUTE")]
     pub frontends: Vec<String>,
+    /// vulcand frontend settings for one of the frontends, as ID=JSON, e.g.
+    /// users='{"FailoverPredicate": "(IsNetworkError() || ResponseCode() == 503) && Attempts() <= 2", "PassHostHeader": true}'.
+    /// Repeatable (one per frontend).
+    #[arg(long = "frontend-settings", value_name = "ID=JSON")]
+    pub frontend_settings: Vec<String>,
     /// A middleware document for one of the frontends, as FRONTEND/ID=JSON. Repeatable.
     #[arg(long = "middleware", value_name = "FRONTEND/ID=JSON")]
     pub middlewares: Vec<String>,
@@ -127,14 +132,34 @@ impl Plan {
             .unwrap_or_else(|| format!("{}:{port}", hostname()));
         valid_id("--server-id", &server_id)?;
         let bid = &a.backend;
+        let mut settings = std::collections::BTreeMap::new();
+        for f in &a.frontend_settings {
+            let (fid, json) = f
+                .split_once('=')
+                .with_context(|| format!("--frontend-settings {f:?} must be ID=JSON"))?;
+            let doc: serde_json::Value = serde_json::from_str(json)
+                .with_context(|| format!("--frontend-settings {fid}: not JSON"))?;
+            if !doc.is_object() {
+                bail!("--frontend-settings {fid}: not a JSON object");
+            }
+            if settings.insert(fid, doc).is_some() {
+                bail!("--frontend-settings {fid}: given twice");
+            }
+        }
         let mut docs = Vec::new();
         for f in &a.frontends {
             let (fid, route) = f
                 .split_once('=')
                 .with_context(|| format!("--frontend {f:?} must be ID=ROUTE"))?;
             valid_id("--frontend", fid)?;
-            let doc = serde_json::json!({"Type": "http", "BackendId": bid, "Route": route});
+            let mut doc = serde_json::json!({"Type": "http", "BackendId": bid, "Route": route});
+            if let Some(s) = settings.remove(fid) {
+                doc["Settings"] = s;
+            }
             docs.push((format!("{prefix}frontends/{fid}/frontend"), doc.to_string()));
+        }
+        if let Some(fid) = settings.keys().next() {
+            bail!("--frontend-settings {fid}: no --frontend {fid}=ROUTE to attach them to");
         }
         for m in &a.middlewares {
             let (path, json) = m
@@ -443,6 +468,38 @@ mod tests {
     }
 
     #[test]
+    fn frontend_settings_go_into_the_frontend_document_and_are_checked() {
+        let scroll = r#"users={"FailoverPredicate": "(IsNetworkError() || ResponseCode() == 503) && Attempts() <= 2", "PassHostHeader": true}"#;
+        let plan = Plan::from_args(&args(&[
+            "--frontend",
+            "users=PathPrefix(`/users`)",
+            "--frontend-settings",
+            scroll,
+        ]))
+        .unwrap();
+        let fe: serde_json::Value = serde_json::from_str(&plan.docs[0].1).unwrap();
+        assert_eq!(
+            fe["Settings"]["FailoverPredicate"],
+            "(IsNetworkError() || ResponseCode() == 503) && Attempts() <= 2"
+        );
+        assert_eq!(fe["Settings"]["PassHostHeader"], true);
+        let err = Plan::from_args(&args(&[
+            "--frontend",
+            "users=PathPrefix(`/users`)",
+            "--frontend-settings",
+            r#"users={"FailoverPredicate": "Attempts() <= "}"#,
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("FailoverPredicate")
+                && err.contains("at byte 14")
+                && err.contains("nothing was written"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn malformed_arguments_are_refused_before_anything_is_written() {
         for bad in [
             &["--frontend", "no-equals-sign"][..],
@@ -450,6 +507,19 @@ mod tests {
             &["--middleware", "users=not-json"],
             &["--middleware", "users/rl=[1]"],
             &["--server-id", "has space"],
+            &["--frontend-settings", "users={}"],
+            &[
+                "--frontend",
+                "users=Path(`/`)",
+                "--frontend-settings",
+                "users=[1]",
+            ],
+            &[
+                "--frontend",
+                "users=Path(`/`)",
+                "--frontend-settings",
+                "users=nope",
+            ],
         ] {
             assert!(Plan::from_args(&args(bad)).is_err(), "{bad:?}");
         }

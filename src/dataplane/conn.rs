@@ -52,6 +52,9 @@ pub struct Conn {
     pub trusted_hop: bool,
     /// The path after an edge rewrite, for routing (reused across requests).
     pub rewritten: Vec<u8>,
+    /// The target (path and query) a `rewrite` middleware gave the request in flight; empty
+    /// when none did.
+    pub target: Vec<u8>,
     /// The protocols the request in flight offers upstream in `Upgrade` (those the listener
     /// allows, comma separated); empty when it asks for no switch or none is allowed.
     pub upgrade_offer: Vec<u8>,
@@ -247,6 +250,7 @@ impl Conn {
             trusted_hop,
             listener,
             rewritten: Vec::new(),
+            target: Vec::new(),
             upgrade_offer: Vec::new(),
             rec: RequestRecord::default(),
             canceller: monoio::io::Canceller::new(),
@@ -530,6 +534,9 @@ impl Conn {
             if n > max {
                 return self.refuse(w, &head, ProxyError::BodyTooLarge(max)).await;
             }
+        }
+        if let Err(answer) = super::rewrite::apply(self, &head, frontend, rewrite) {
+            return self.refuse(w, &head, answer).await;
         }
         if backend.servers.is_empty() {
             return self.refuse(w, &head, ProxyError::NoServer).await;

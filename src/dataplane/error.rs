@@ -51,6 +51,11 @@ pub enum ProxyError {
     MethodNotAllowed(Box<str>),
     #[error("throttled: {0}")]
     Throttled(crate::throttle::Rejection),
+    /// Not a failure: a `rewrite` middleware with `Redirect` answers 302 to this URL.
+    #[error("redirected to {0}")]
+    Redirect(Box<str>),
+    #[error("a rewrite middleware produced an invalid request target")]
+    BadRewrite,
 }
 
 impl ProxyError {
@@ -59,7 +64,7 @@ impl ProxyError {
         match self {
             BadRequest(_) | ClientTimeout | ClientGone | BodyTooLarge(_) | Throttled(_)
             | NotExposed | MethodNotAllowed(_) => Blame::Client,
-            NoRoute | NoServer => Blame::Proxy,
+            NoRoute | NoServer | Redirect(_) | BadRewrite => Blame::Proxy,
             Connect(_) | ConnectTimeout | Stale | UpstreamIo(_) | UpstreamClosed
             | UpstreamTimeout | BadResponse(_) | BodyWrite(_) => Blame::Upstream,
         }
@@ -98,6 +103,8 @@ impl ProxyError {
             BadResponse(_) => (502, "invalid response from upstream"),
             UpstreamTimeout => (504, "upstream timed out"),
             Throttled(r) => (r.status, &*r.message),
+            Redirect(_) => (302, "found"),
+            BadRewrite => (500, "rewrite produced an invalid request target"),
             ClientGone => return None,
         })
     }
@@ -108,6 +115,7 @@ impl ProxyError {
         match self {
             ProxyError::Throttled(r) => Some(r.header_lines()),
             ProxyError::MethodNotAllowed(allow) => Some(format!("Allow: {allow}\r\n")),
+            ProxyError::Redirect(location) => Some(format!("Location: {location}\r\n")),
             _ => None,
         }
     }

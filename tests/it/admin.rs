@@ -400,6 +400,13 @@ fn routes_endpoint_follows_a_route_file_change() {
     };
     let before = routes(admin);
     assert_eq!(ids(&before), ["one"]);
+    let settings = &before["frontends"][0]["settings"];
+    assert_eq!(settings["failover_default"], true, "{settings}");
+    assert_eq!(
+        settings["failover_predicate"],
+        "IsNetworkError() && RequestMethod() == \"GET\" && Attempts() < 20"
+    );
+    assert_eq!(before["unsupported"], serde_json::json!([]));
     assert_eq!(
         before["backends"][0]["servers"][0]["addr"],
         origin.addr.to_string()

@@ -24,10 +24,15 @@ pub(super) fn build_upstream_head(
     } = target;
     let mut extra = std::mem::take(&mut c.extra);
     extra.clear();
-    // A rewritten target's new prefix goes first in `extra`; the proxy's lines follow it.
-    if let Some(r) = rewrite {
+    // A rewritten target (a middleware's whole target, or an edge rule's new prefix) goes
+    // first in `extra`; the proxy's lines follow it.
+    let target_start = extra.len();
+    if !c.target.is_empty() {
+        extra.extend_from_slice(&c.target);
+    } else if let Some(r) = rewrite {
         extra.extend_from_slice(r.prefix);
     }
+    let target_end = extra.len();
     let lines_start = extra.len();
     let rbuf = &c.rbuf;
     let trusted = c.trusted_hop;
@@ -125,22 +130,28 @@ pub(super) fn build_upstream_head(
         std::mem::take(&mut c.iov),
     );
     let line_end = head.target.end as usize + b" HTTP/1.1\r\n".len();
-    if let Some(r) = rewrite {
+    if !c.target.is_empty() {
+        // A rewrite middleware's target (which already includes the edge's rewrite).
+        g.push_data(
+            head.method_span.start as usize,
+            head.method_span.end as usize,
+        );
+        g.push_static(b" ");
+        g.push_extra(target_start, target_end);
+        g.push_static(version_tail(head.version));
+    } else if let Some(r) = rewrite {
         // New prefix, then the rest of the received path and the query, byte for byte.
         g.push_data(
             head.method_span.start as usize,
             head.method_span.end as usize,
         );
         g.push_static(b" ");
-        g.push_extra(0, lines_start);
+        g.push_extra(target_start, target_end);
         g.push_data(
             head.path.start as usize + r.cut,
             head.path_and_query.end as usize,
         );
-        g.push_static(match head.version {
-            Version::Http10 => b" HTTP/1.0\r\n",
-            Version::Http11 => b" HTTP/1.1\r\n",
-        });
+        g.push_static(version_tail(head.version));
     } else if head.version == Version::Http11 && head.path_and_query == head.target {
         g.push_data(0, line_end);
     } else {
@@ -153,10 +164,7 @@ pub(super) fn build_upstream_head(
             head.path_and_query.start as usize,
             head.path_and_query.end as usize,
         );
-        g.push_static(match head.version {
-            Version::Http10 => b" HTTP/1.0\r\n",
-            Version::Http11 => b" HTTP/1.1\r\n",
-        });
+        g.push_static(version_tail(head.version));
     }
     for f in &c.fields {
         // A mesh hop keeps the previous hop's X-Forwarded-Proto/Host and X-Request-Id (unless
@@ -174,6 +182,13 @@ pub(super) fn build_upstream_head(
     g.push_static(b"\r\n");
     g.push_data(head.head_len, body.buffered_end);
     g
+}
+
+fn version_tail(v: Version) -> &'static [u8] {
+    match v {
+        Version::Http10 => b" HTTP/1.0\r\n",
+        Version::Http11 => b" HTTP/1.1\r\n",
+    }
 }
 
 /// A request id for a request that has none: the worker's seed then the counter, each as 16

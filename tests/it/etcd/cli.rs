@@ -168,3 +168,70 @@ fn check_names_an_unreachable_etcd_and_fails() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&dead), "{err}");
 }
+
+#[test]
+fn register_publishes_scrolls_failover_predicate_so_a_draining_instance_costs_no_request() {
+    let draining = Origin::start(|_| crate::origin::Reply::status(503, "draining"));
+    let healthy = Origin::ok();
+    let etcd = EtcdServer::start();
+    let rw = Ringway::start_etcd(TempDir::new("node"), &etcd.endpoint(), false, "");
+    let settings = r#"svc={"FailoverPredicate": "(IsNetworkError() || ResponseCode() == 503) && Attempts() <= 2"}"#;
+    for (id, origin) in [("i1", &draining), ("i2", &healthy)] {
+        let out = ringway(&[
+            "register",
+            "--etcd",
+            &etcd.endpoint(),
+            "--backend",
+            "svc",
+            "--server-id",
+            id,
+            "--url",
+            &format!("http://{}", origin.addr),
+            "--frontend",
+            "svc=PathPrefix(`/svc`)",
+            "--frontend-settings",
+            settings,
+            "--once",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let both = super::eventually(PROPAGATION, || {
+        let r = crate::harness::get(rw.addr, "/svc/a");
+        r.status == 200 && !draining.seen().is_empty()
+    });
+    assert!(both.is_some(), "both instances in the table:\n{}", rw.log());
+    for i in 0..10 {
+        let r = crate::harness::get(rw.addr, "/svc/a");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "request {i}");
+    }
+    assert!(
+        draining.seen().len() >= 2,
+        "the draining instance stayed in rotation"
+    );
+    // A predicate that does not parse is refused with its position; nothing is written.
+    let out = ringway(&[
+        "register",
+        "--etcd",
+        &etcd.endpoint(),
+        "--backend",
+        "other",
+        "--url",
+        "http://127.0.0.1:1",
+        "--frontend",
+        "other=PathPrefix(`/other`)",
+        "--frontend-settings",
+        r#"other={"FailoverPredicate": "ResponseCode() = 503"}"#,
+        "--once",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("FailoverPredicate") && err.contains("at byte 15"),
+        "{err}"
+    );
+    assert_eq!(etcd.kv().get("frontends/other/frontend"), None);
+}
