@@ -26,6 +26,7 @@ PROXY_LABEL = {
     "ringway-1": "ringway, 1 frontend",
     "ringway-rl": "ringway, ratelimit admitting all",
     "ringway-rl-refuse": "ringway, ratelimit refusing (429)",
+    "ringway-fo": "ringway, scroll's FailoverPredicate",
     "nginx": "nginx",
     "haproxy": "HAProxy HTTP",
     "haproxy-tcp": "HAProxy TCP (L4 floor)",
@@ -41,6 +42,10 @@ SCENARIO_TITLE = {
           "refusing almost all (1,000 req/s), vs none (ringway only), 64 connections",
     "S7": "S7 memory per idle keep-alive client connection",
     "S8": "S8 latency at a fixed rate below saturation",
+    "S10": "S10 failover rule cost: small GET with scroll's FailoverPredicate vs vulcand's default, "
+          "no failures (ringway only), 64 connections",
+    "S11": "S11 body replay cost: POST 1 KiB with scroll's FailoverPredicate (replayable) vs "
+           "vulcand's default (never resent) (ringway only), 64 connections",
 }
 
 
@@ -315,7 +320,7 @@ def summarise(recs):
 
 
 def proxies_sorted(d):
-    order = PROXY_ORDER + ["ringway-1", "ringway-10k", "ringway-rl", "ringway-rl-refuse"]
+    order = PROXY_ORDER + ["ringway-1", "ringway-10k", "ringway-rl", "ringway-rl-refuse", "ringway-fo"]
     return sorted(d.keys(), key=lambda p: order.index(p) if p in order else 99)
 
 
@@ -397,6 +402,21 @@ def render_md(summary, meta):
         for p in proxies_sorted(summary["S6"]):
             s = summary["S6"][p]
             label = "no middleware" if p == "ringway-1" else PROXY_LABEL.get(p, p)
+            L.append(f"| {label} | {fmt(s.get('rps'), ',.0f')} | {fmt(s.get('ratio_rps'), '.2f')} | "
+                     f"{fmt(_ms(s.get('p50_us')), '.2f')} | {fmt(_ms(s.get('p99_us')), '.2f')} | "
+                     f"{fmt(s.get('cpu_us_per_req'), '.2f')} | {fmt(s.get('ratio_cpu_us_per_req'), '.2f')} | "
+                     f"{s['errors']} | {s['non2xx']} |")
+        L.append("")
+    for scen in ["S10", "S11"]:
+        if scen not in summary:
+            continue
+        L.append(f"## {SCENARIO_TITLE[scen]}")
+        L.append("")
+        L.append("| ringway | req/s | x default | p50 ms | p99 ms | CPU µs/req | x default | errors | non-2xx |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for p in proxies_sorted(summary[scen]):
+            s = summary[scen][p]
+            label = "vulcand's default predicate" if p == "ringway-1" else PROXY_LABEL.get(p, p)
             L.append(f"| {label} | {fmt(s.get('rps'), ',.0f')} | {fmt(s.get('ratio_rps'), '.2f')} | "
                      f"{fmt(_ms(s.get('p50_us')), '.2f')} | {fmt(_ms(s.get('p99_us')), '.2f')} | "
                      f"{fmt(s.get('cpu_us_per_req'), '.2f')} | {fmt(s.get('ratio_cpu_us_per_req'), '.2f')} | "

@@ -520,7 +520,7 @@ impl Conn {
         let retain = if frontend
             .settings
             .failover
-            .may_retry(head.method_span.of(&self.rbuf))
+            .may_retry(head.method, head.method_span.of(&self.rbuf))
         {
             w.cfg.upstream.retry_body_bytes
         } else {

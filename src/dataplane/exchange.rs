@@ -14,7 +14,6 @@ use upstream_head::build_upstream_head;
 pub use upstream_head::request_id;
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
@@ -32,31 +31,23 @@ use crate::http::{RequestHead, Version};
 use crate::route::failover::Attempt;
 use crate::route::{Backend, Failover, Frontend, Server};
 
-/// Servers already tried for this request (no allocation for the common case).
+/// Servers already tried for this request, as indices into the backend's servers.
+#[derive(Default)]
 struct Tried {
-    addrs: [SocketAddr; 1 + MAX_RETRIES as usize],
+    servers: [u16; 1 + MAX_RETRIES as usize],
     len: usize,
 }
 
-impl Default for Tried {
-    fn default() -> Self {
-        Tried {
-            addrs: [SocketAddr::from(([0, 0, 0, 0], 0)); 1 + MAX_RETRIES as usize],
-            len: 0,
-        }
-    }
-}
-
 impl Tried {
-    fn push(&mut self, a: SocketAddr) {
-        if self.len < self.addrs.len() {
-            self.addrs[self.len] = a;
+    fn push(&mut self, server: u16) {
+        if self.len < self.servers.len() {
+            self.servers[self.len] = server;
             self.len += 1;
         }
     }
 
-    fn as_slice(&self) -> &[SocketAddr] {
-        &self.addrs[..self.len]
+    fn as_slice(&self) -> &[u16] {
+        &self.servers[..self.len]
     }
 }
 
@@ -148,13 +139,6 @@ impl RetryGate<'_> {
     }
 }
 
-/// Whether a server other than `current` and those in `tried` is left.
-fn untried_left(be: &Backend, tried: &Tried, current: SocketAddr) -> bool {
-    be.servers
-        .iter()
-        .any(|s| s.addr != current && !tried.as_slice().contains(&s.addr))
-}
-
 fn retry_reason(err: &ProxyError) -> RetryReason {
     match err {
         ProxyError::Connect(_) | ProxyError::ConnectTimeout => RetryReason::Connect,
@@ -184,7 +168,8 @@ pub async fn proxy(
     let mut fresh_only = false;
     let mut last_err = None;
     loop {
-        let Some(server) = w.upstreams.pick(be, tried.as_slice(), w.idle_timers.now()) else {
+        let Some((index, server)) = w.upstreams.pick(be, tried.as_slice(), w.idle_timers.now())
+        else {
             // Every server was tried: the client hears why the last attempt failed.
             let err = last_err.unwrap_or(ProxyError::NoServer);
             return finish_failed(c, w, head, body, err).await;
@@ -198,7 +183,8 @@ pub async fn proxy(
             method: &method,
             idempotent,
             attempts,
-            room: attempts < max_attempts && untried_left(be, &tried, server.addr),
+            // `tried` and the current server are distinct servers of the backend.
+            room: attempts < max_attempts && be.servers.len() > tried.len + 1,
         };
         let target = Target {
             fe,
@@ -215,7 +201,7 @@ pub async fn proxy(
             Outcome::Retry { status } => {
                 tracing::debug!(server = %server.addr, status, attempts, "response retried on another server");
                 w.stats.upstream_retry(RetryReason::Status);
-                tried.push(server.addr);
+                tried.push(index);
                 fresh_only = false;
             }
             Outcome::Failed { err, reached } => {
@@ -244,7 +230,7 @@ pub async fn proxy(
                     return finish_failed(c, w, head, body, err).await;
                 }
                 w.stats.upstream_retry(retry_reason(&err));
-                tried.push(server.addr);
+                tried.push(index);
                 fresh_only = false;
                 last_err = Some(err);
             }

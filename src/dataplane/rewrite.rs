@@ -12,6 +12,7 @@ use crate::route::Frontend;
 /// Apply `fe`'s rewrite middlewares. Leaves the new target in `c.target` (empty when no rule
 /// changed it); `Err` is the answer instead of forwarding: a redirect, or a rule that produced
 /// an unusable target.
+#[inline]
 pub fn apply(
     c: &mut Conn,
     head: &RequestHead,

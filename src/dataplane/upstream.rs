@@ -123,9 +123,9 @@ impl Upstreams {
     pub fn pick<'t>(
         &self,
         backend: &'t Backend,
-        tried: &[SocketAddr],
+        tried: &[u16],
         now: Instant,
-    ) -> Option<&'t Server> {
+    ) -> Option<(u16, &'t Server)> {
         let servers = &backend.servers;
         if servers.is_empty() {
             return None;
@@ -153,14 +153,15 @@ impl Upstreams {
         }
         let mut fallback = None;
         for k in 0..servers.len() {
-            let s = &servers[(first + k) % servers.len()];
-            if tried.contains(&s.addr) {
+            let i = (first + k) % servers.len();
+            if tried.contains(&(i as u16)) {
                 continue;
             }
+            let s = &servers[i];
             if !self.is_down(&s.addr, now) {
-                return Some(s);
+                return Some((i as u16, s));
             }
-            fallback.get_or_insert(s);
+            fallback.get_or_insert((i as u16, s));
         }
         fallback
     }
@@ -239,7 +240,7 @@ mod tests {
         let b = backend(&[("127.0.0.1:1", 1), ("127.0.0.1:2", 3)]);
         let u = ups(1);
         let picks: Vec<u16> = (0..8)
-            .map(|_| u.pick(&b, &[], Instant::now()).unwrap().addr.port())
+            .map(|_| u.pick(&b, &[], Instant::now()).unwrap().1.addr.port())
             .collect();
         assert_eq!(picks.iter().filter(|p| **p == 1).count(), 2);
         assert_eq!(picks.iter().filter(|p| **p == 2).count(), 6);
@@ -251,17 +252,17 @@ mod tests {
         let u = ups(1);
         u.mark_failed("127.0.0.1:1".parse().unwrap());
         for _ in 0..4 {
-            assert_eq!(u.pick(&b, &[], Instant::now()).unwrap().addr.port(), 2);
+            assert_eq!(u.pick(&b, &[], Instant::now()).unwrap().1.addr.port(), 2);
         }
-        let tried = ["127.0.0.1:2".parse().unwrap()];
+        let tried = [1];
         assert_eq!(
-            u.pick(&b, &tried, Instant::now()).unwrap().addr.port(),
+            u.pick(&b, &tried, Instant::now()).unwrap().1.addr.port(),
             1,
             "panic mode"
         );
         u.mark_ok("127.0.0.1:1".parse().unwrap());
         let ports: Vec<u16> = (0..4)
-            .map(|_| u.pick(&b, &[], Instant::now()).unwrap().addr.port())
+            .map(|_| u.pick(&b, &[], Instant::now()).unwrap().1.addr.port())
             .collect();
         assert!(ports.contains(&1));
     }
@@ -272,7 +273,7 @@ mod tests {
         let u = ups(2);
         u.mark_failed("127.0.0.1:1".parse().unwrap());
         let ports: Vec<u16> = (0..4)
-            .map(|_| u.pick(&b, &[], Instant::now()).unwrap().addr.port())
+            .map(|_| u.pick(&b, &[], Instant::now()).unwrap().1.addr.port())
             .collect();
         assert!(
             ports.contains(&1),
@@ -280,7 +281,7 @@ mod tests {
         );
         u.mark_failed("127.0.0.1:1".parse().unwrap());
         let ports: Vec<u16> = (0..4)
-            .map(|_| u.pick(&b, &[], Instant::now()).unwrap().addr.port())
+            .map(|_| u.pick(&b, &[], Instant::now()).unwrap().1.addr.port())
             .collect();
         assert!(!ports.contains(&1));
     }

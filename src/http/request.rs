@@ -37,6 +37,19 @@ impl Method {
         }
     }
 
+    /// Every method with a name, in declaration order.
+    pub const NAMED: [Method; 9] = [
+        Method::Get,
+        Method::Head,
+        Method::Post,
+        Method::Put,
+        Method::Delete,
+        Method::Options,
+        Method::Patch,
+        Method::Trace,
+        Method::Connect,
+    ];
+
     /// The method's token, for the methods ringway names (`None` for [`Method::Other`]).
     pub fn name(self) -> Option<&'static [u8]> {
         Some(match self {

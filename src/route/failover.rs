@@ -9,6 +9,7 @@
 
 use super::predicate::{self, Facts, Language, Literal, PartialFacts, Pred, Value};
 use super::ExprError;
+use crate::http::request::Method;
 
 /// vulcand's predicate for a frontend that sets none.
 pub const VULCAND_DEFAULT: &str =
@@ -102,7 +103,29 @@ impl PartialFacts<FailoverLanguage> for BeforeFirst<'_> {
     }
 }
 
-/// A frontend's failover rule.
+/// An attempt's status alone, the rest unknown.
+struct OnlyCode(u16);
+
+impl PartialFacts<FailoverLanguage> for OnlyCode {
+    fn flag(&self, _: FailoverFn) -> Option<bool> {
+        Some(self.0 == 502 || self.0 == 504)
+    }
+
+    fn num(&self, n: FailoverFn) -> Option<f64> {
+        (n == FailoverFn::ResponseCode).then_some(f64::from(self.0))
+    }
+
+    fn str(&self, _: FailoverFn) -> Option<&[u8]> {
+        None
+    }
+}
+
+/// Lowest and highest status the code table covers; anything else is looked at in full.
+const FIRST_CODE: u16 = 100;
+const CODES: usize = 500;
+
+/// A frontend's failover rule, with what it can never retry worked out once, so the common
+/// case (a method it never retries, a status it never retries) costs a bit test.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Failover {
     pred: Pred<FailoverLanguage>,
@@ -110,15 +133,20 @@ pub struct Failover {
     explicit: bool,
     /// The predicate as written (empty for the default).
     text: Box<str>,
+    /// Bit `m`: a request with named method `m` ([`Method`] order) may be retried.
+    methods: u16,
+    /// Bit `c - 100`: an attempt with status `c` may be retried (for some attempt count and
+    /// method).
+    codes: [u64; CODES.div_ceil(64)],
 }
 
 impl Default for Failover {
     fn default() -> Self {
-        Failover {
-            pred: predicate::parse(VULCAND_DEFAULT).expect("vulcand's default predicate parses"),
-            explicit: false,
-            text: "".into(),
-        }
+        Failover::compile(
+            predicate::parse(VULCAND_DEFAULT).expect("vulcand's default predicate parses"),
+            false,
+            "",
+        )
     }
 }
 
@@ -128,11 +156,30 @@ impl Failover {
         if text.trim().is_empty() {
             return Ok(Failover::default());
         }
-        Ok(Failover {
-            pred: predicate::parse(text)?,
-            explicit: true,
+        Ok(Failover::compile(predicate::parse(text)?, true, text))
+    }
+
+    fn compile(pred: Pred<FailoverLanguage>, explicit: bool, text: &str) -> Failover {
+        let mut f = Failover {
+            pred,
+            explicit,
             text: text.into(),
-        })
+            methods: 0,
+            codes: [0; CODES.div_ceil(64)],
+        };
+        for (i, m) in Method::NAMED.iter().enumerate() {
+            let name = m.name().expect("named methods have names");
+            if f.pred.eval_partial(&BeforeFirst { method: name }) != Some(false) {
+                f.methods |= 1 << i;
+            }
+        }
+        for i in 0..CODES {
+            let code = FIRST_CODE + i as u16;
+            if f.pred.eval_partial(&OnlyCode(code)) != Some(false) {
+                f.codes[i / 64] |= 1 << (i % 64);
+            }
+        }
+        f
     }
 
     /// Whether the frontend set its own predicate. Only then may a request the upstream may
@@ -147,14 +194,23 @@ impl Failover {
     }
 
     /// Whether the attempt's outcome asks for another attempt.
+    #[inline]
     pub fn wants_retry(&self, attempt: &Attempt<'_>) -> bool {
+        let i = usize::from(attempt.code.wrapping_sub(FIRST_CODE));
+        if i < CODES && self.codes[i / 64] & (1 << (i % 64)) == 0 {
+            return false;
+        }
         self.pred.eval(attempt)
     }
 
     /// Whether a request with this method could ever be retried (false when the predicate
     /// rules it out whatever the response): decides whether its body is kept for a replay.
-    pub fn may_retry(&self, method: &[u8]) -> bool {
-        self.pred.eval_partial(&BeforeFirst { method }) != Some(false)
+    #[inline]
+    pub fn may_retry(&self, method: Method, token: &[u8]) -> bool {
+        match Method::NAMED.iter().position(|&m| m == method) {
+            Some(i) => self.methods & (1 << i) != 0,
+            None => self.pred.eval_partial(&BeforeFirst { method: token }) != Some(false),
+        }
     }
 }
 
@@ -183,7 +239,7 @@ mod tests {
         for code in [200, 404, 500] {
             assert!(!f.wants_retry(&attempt(1, code, "GET")), "{code}");
         }
-        assert!(f.may_retry(b"POST"));
+        assert!(f.may_retry(Method::Post, b"POST"));
     }
 
     #[test]
@@ -196,23 +252,54 @@ mod tests {
         assert!(!f.wants_retry(&attempt(20, 502, "GET")));
         assert!(!f.wants_retry(&attempt(1, 503, "GET")));
         assert!(!f.wants_retry(&attempt(1, 502, "POST")));
-        assert!(f.may_retry(b"GET"));
+        assert!(f.may_retry(Method::Get, b"GET"));
         assert!(
-            !f.may_retry(b"POST"),
+            !f.may_retry(Method::Post, b"POST"),
             "a POST is never retried by the default"
         );
+        assert!(!f.may_retry(Method::Other, b"PURGE"));
     }
 
     #[test]
     fn may_retry_decides_only_what_the_method_and_first_attempt_decide() {
         let f = Failover::parse("RequestMethod() != \"POST\" && ResponseCode() == 503").unwrap();
-        assert!(!f.may_retry(b"POST"));
-        assert!(f.may_retry(b"PUT"));
+        assert!(!f.may_retry(Method::Post, b"POST"));
+        assert!(f.may_retry(Method::Put, b"PUT"));
+        assert!(f.may_retry(Method::Other, b"PURGE"));
         let f = Failover::parse("Attempts() > 1 && IsNetworkError()").unwrap();
-        assert!(!f.may_retry(b"GET"), "never true on the first attempt");
+        assert!(
+            !f.may_retry(Method::Get, b"GET"),
+            "never true on the first attempt"
+        );
         let f = Failover::parse("RequestMethod() == \"POST\" || IsNetworkError()").unwrap();
-        assert!(f.may_retry(b"GET"));
+        assert!(f.may_retry(Method::Get, b"GET"));
+        let f = Failover::parse("RequestMethod() == \"PURGE\" && IsNetworkError()").unwrap();
+        assert!(f.may_retry(Method::Other, b"PURGE"));
+        assert!(!f.may_retry(Method::Other, b"LINK"));
+        assert!(!f.may_retry(Method::Get, b"GET"));
     }
+
+    #[test]
+    fn the_status_table_agrees_with_the_predicate() {
+        for text in [
+            SCROLL_LIKE,
+            "ResponseCode() >= 500 && ResponseCode() != 501",
+            "ResponseCode() < 200 || Attempts() > 3",
+            VULCAND_DEFAULT,
+        ] {
+            let f = Failover::parse(text).unwrap();
+            for code in 100..=599 {
+                for attempts in 1..=4 {
+                    for method in ["GET", "POST"] {
+                        let a = attempt(attempts, code, method);
+                        assert_eq!(f.wants_retry(&a), f.pred.eval(&a), "{text}: {a:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    const SCROLL_LIKE: &str = "(IsNetworkError() || ResponseCode() == 503) && Attempts() <= 2";
 
     #[test]
     fn bad_predicates_say_where() {
