@@ -440,11 +440,23 @@ pub struct UpstreamConfig {
     pub max_idle_per_server: usize,
     /// How long an idle upstream connection is kept, ms. Default 30000.
     pub idle_timeout_ms: u64,
-    /// Failures within `fail_timeout_ms` that mark a server down (nginx `max_fails`). Default 1.
-    pub max_fails: u32,
-    /// Window for counting failures, and how long a server stays down (nginx
-    /// `fail_timeout`), ms. Default 10000.
-    pub fail_timeout_ms: u64,
+    /// Outlier ejection: 5xx answers or failed connections (refused, reset, timed out) in a
+    /// row that take a server out of its backend's rotation; 0 turns ejection off. Default 5.
+    pub consecutive_failures: Option<u32>,
+    /// First ejection's length, ms; the n-th ejection in a row lasts n times as long (plus
+    /// up to 10% jitter). Default 10000.
+    pub ejection_base_ms: Option<u64>,
+    /// Longest ejection, ms. Default 300000.
+    pub ejection_max_ms: u64,
+    /// Most servers of a backend ejected at once, percent (at least one). Default 50.
+    pub max_ejection_percent: u32,
+    /// nginx's spelling of `consecutive_failures`, kept for profiles that use it.
+    pub max_fails: Option<u32>,
+    /// nginx's spelling of `ejection_base_ms`, kept for profiles that use it.
+    pub fail_timeout_ms: Option<u64>,
+    /// How a server is chosen: "p2c_ewma" (latency-aware power of two choices) or
+    /// "round_robin" (weighted). Default "p2c_ewma".
+    pub balancer: Balancer,
     /// Attempts on other servers after the first, when the frontend's `FailoverPredicate`
     /// asks for them (at most 10, vulcand's cap). Default 2.
     pub max_retries: u32,
@@ -463,13 +475,49 @@ pub struct UpstreamConfig {
 /// Most retries of one request (vulcand's hard cap).
 pub const MAX_RETRIES: u32 = 10;
 
+/// `[upstream] balancer`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balancer {
+    /// Power of two choices over a peak-EWMA latency estimate × (in flight + 1) / weight.
+    #[default]
+    P2cEwma,
+    /// Weighted round-robin.
+    RoundRobin,
+}
+
+impl UpstreamConfig {
+    /// The outlier ejection settings, `max_fails` / `fail_timeout_ms` read as their spelling.
+    pub fn ejection(&self) -> crate::resilience::ejection::EjectionSettings {
+        let d = crate::resilience::ejection::EjectionSettings::default();
+        let base_ms = self
+            .ejection_base_ms
+            .or(self.fail_timeout_ms)
+            .unwrap_or(d.base_ms);
+        crate::resilience::ejection::EjectionSettings {
+            consecutive_failures: self
+                .consecutive_failures
+                .or(self.max_fails)
+                .unwrap_or(d.consecutive_failures),
+            base_ms,
+            max_ms: self.ejection_max_ms.max(base_ms),
+            max_percent: self.max_ejection_percent,
+        }
+    }
+}
+
 impl Default for UpstreamConfig {
     fn default() -> Self {
         UpstreamConfig {
             max_idle_per_server: 64,
             idle_timeout_ms: 30_000,
-            max_fails: 1,
-            fail_timeout_ms: 10_000,
+            consecutive_failures: None,
+            ejection_base_ms: None,
+            ejection_max_ms: 300_000,
+            max_ejection_percent: 50,
+            max_fails: None,
+            fail_timeout_ms: None,
+            balancer: Balancer::P2cEwma,
             max_retries: 2,
             retry_body_bytes: 1 << 20,
             retry_budget_ratio: 0.2,

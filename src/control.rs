@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::resilience::Registry;
 use crate::route::{Report, RouteTable};
 
 /// The published route table plus what the control plane knows about it. Cheap to clone; the
@@ -19,6 +20,8 @@ pub struct TableHandle {
 }
 
 struct Shared {
+    /// The node's resilience state, pointed at by every table published.
+    resilience: Option<Arc<Registry>>,
     table: ArcSwap<RouteTable>,
     report: ArcSwap<Report>,
     loaded: AtomicBool,
@@ -35,8 +38,19 @@ impl Default for TableHandle {
 impl TableHandle {
     /// A handle holding an empty table, marked not loaded.
     pub fn new() -> TableHandle {
+        TableHandle::build(None)
+    }
+
+    /// Like [`TableHandle::new`], for a node whose tables keep `resilience` state across
+    /// refreshes.
+    pub fn with_resilience(resilience: Arc<Registry>) -> TableHandle {
+        TableHandle::build(Some(resilience))
+    }
+
+    fn build(resilience: Option<Arc<Registry>>) -> TableHandle {
         TableHandle {
             inner: Arc::new(Shared {
+                resilience,
                 table: ArcSwap::from_pointee(RouteTable::empty()),
                 report: ArcSwap::from_pointee(Report::default()),
                 loaded: AtomicBool::new(false),
@@ -46,11 +60,20 @@ impl TableHandle {
         }
     }
 
-    /// Swap in a new table. In-flight requests finish on the table they started with.
-    pub fn publish(&self, table: RouteTable, report: Report) {
+    /// Swap in a new table. In-flight requests finish on the table they started with; its
+    /// servers and breakers keep the state the node already had for them.
+    pub fn publish(&self, mut table: RouteTable, report: Report) {
+        if let Some(r) = &self.inner.resilience {
+            r.attach(&mut table);
+        }
         self.inner.table.store(Arc::new(table));
         self.inner.report.store(Arc::new(report));
         self.inner.loaded.store(true, Ordering::Release);
+    }
+
+    /// The node's resilience state, when it keeps one.
+    pub fn resilience(&self) -> Option<&Arc<Registry>> {
+        self.inner.resilience.as_ref()
     }
 
     /// The current table.

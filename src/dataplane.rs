@@ -3,6 +3,8 @@
 //! route snapshots from the control plane; nothing on the request path takes a lock.
 
 mod access_log;
+mod balance;
+mod breakers;
 mod buffers;
 mod conn;
 mod error;

@@ -16,6 +16,7 @@ use crate::control::etcd::{self, EtcdSource, Startup};
 use crate::control::{file, TableHandle};
 use crate::dataplane::{self, DataPlaneConfig, ListeningSocket, ADMIN_SOCKET};
 use crate::handover::{self, HandoverServer};
+use crate::resilience::{Effects, Registry};
 use crate::route::{compile, CompileOptions};
 
 /// The reloadable log filter, when logging was set up from a profile level (not `RUST_LOG`).
@@ -179,7 +180,9 @@ enum Ending {
 /// Serve until SIGTERM/SIGINT, or until a newer process took the listeners over. SIGHUP
 /// reloads what can be reloaded from `profile_path`.
 fn run_node(profile: Profile, profile_path: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let routes = TableHandle::new();
+    let effects = Effects::start().context("cannot start the webhook thread")?;
+    let resilience = Arc::new(Registry::new(profile.upstream.ejection(), effects));
+    let routes = TableHandle::with_resilience(resilience.clone());
     // A running node's sockets are asked for first: it keeps serving until this one is ready.
     let mut taken = match &profile.node.handover_socket {
         Some(path) => handover::take_over(path)?,
@@ -213,7 +216,7 @@ fn run_node(profile: Profile, profile_path: Option<&Path>) -> anyhow::Result<Exi
         signal_hook::consts::SIGHUP,
     ])
     .context("cannot install signal handlers")?;
-    let cfg = Arc::new(DataPlaneConfig::from_profile(&profile));
+    let cfg = Arc::new(DataPlaneConfig::from_profile(&profile, resilience));
     let workers = dataplane::start(cfg.clone(), routes.clone(), inherited)?;
     admin_state.serving(workers.stats());
     if let Some(socket) = admin_dup {

@@ -333,6 +333,8 @@ pub fn render(out: &mut String, src: &Sources<'_>) {
         );
     }
 
+    resilience_families(&mut x, src.table);
+
     x.family(
         "ringway_route_table_revision",
         "gauge",
@@ -408,6 +410,75 @@ pub fn render(out: &mut String, src: &Sources<'_>) {
                 "ringway_worker_io_driver",
                 &[("worker", &id), ("driver", &driver)],
                 Value::Int(1),
+            );
+        }
+    }
+}
+
+/// Outlier ejection per server and circuit breakers per middleware, from the node state the
+/// table in use points at.
+fn resilience_families(x: &mut Exposition<'_>, table: &RouteTable) {
+    use crate::resilience::breaker::State;
+    let now = crate::resilience::ejection::now_ms(std::time::Instant::now());
+    x.family(
+        "ringway_upstream_ejections_total",
+        "counter",
+        "Times outlier ejection took a server out of its backend's rotation.",
+    );
+    for b in table.backends() {
+        for s in &b.servers {
+            x.sample(
+                "ringway_upstream_ejections_total",
+                &[("backend", &b.id), ("server", &s.url)],
+                Value::Int(s.health.ejections()),
+            );
+        }
+    }
+    x.family(
+        "ringway_upstream_ejected",
+        "gauge",
+        "Servers of the backend out of rotation now (penalty running or probe undecided).",
+    );
+    for b in table.backends() {
+        let out = b.servers.iter().filter(|s| s.health.is_ejected()).count();
+        x.sample(
+            "ringway_upstream_ejected",
+            &[("backend", &b.id)],
+            Value::Int(out as u64),
+        );
+    }
+    let breakers: Vec<_> = table
+        .frontends()
+        .iter()
+        .flat_map(|f| f.middlewares.iter().filter_map(|m| m.breaker.as_ref()))
+        .collect();
+    x.family(
+        "ringway_breaker_state",
+        "gauge",
+        "State of each cbreaker middleware: 0 standby, 1 tripped, 2 recovering.",
+    );
+    for b in &breakers {
+        x.sample(
+            "ringway_breaker_state",
+            &[("frontend", &b.frontend), ("middleware", &b.middleware)],
+            Value::Int(b.state(now) as u64),
+        );
+    }
+    x.family(
+        "ringway_breaker_transitions_total",
+        "counter",
+        "Transitions of each cbreaker middleware, by the state entered.",
+    );
+    for b in &breakers {
+        for to in State::ALL {
+            x.sample(
+                "ringway_breaker_transitions_total",
+                &[
+                    ("frontend", &b.frontend),
+                    ("middleware", &b.middleware),
+                    ("to", to.label()),
+                ],
+                Value::Int(b.transitions(to)),
             );
         }
     }

@@ -199,7 +199,7 @@ impl Profile {
             ("timeouts.send_ms", t.send_ms),
             ("timeouts.tunnel_idle_ms", t.tunnel_idle_ms),
             ("upstream.idle_timeout_ms", self.upstream.idle_timeout_ms),
-            ("upstream.fail_timeout_ms", self.upstream.fail_timeout_ms),
+            ("upstream.ejection_max_ms", self.upstream.ejection_max_ms),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
@@ -224,8 +224,44 @@ impl Profile {
             ));
         }
         let up = &self.upstream;
-        if up.max_fails == 0 {
-            return Err(invalid("upstream.max_fails", "must be at least 1".into()));
+        for (key, new_key, both) in [
+            (
+                "upstream.max_fails",
+                "consecutive_failures",
+                up.max_fails.is_some() && up.consecutive_failures.is_some(),
+            ),
+            (
+                "upstream.fail_timeout_ms",
+                "ejection_base_ms",
+                up.fail_timeout_ms.is_some() && up.ejection_base_ms.is_some(),
+            ),
+        ] {
+            if both {
+                return Err(invalid(
+                    key,
+                    format!("is the older spelling of upstream.{new_key}; give one of them"),
+                ));
+            }
+        }
+        if up.max_fails == Some(0) {
+            return Err(invalid(
+                "upstream.max_fails",
+                "must be at least 1 (consecutive_failures = 0 turns ejection off)".into(),
+            ));
+        }
+        for (key, v) in [
+            ("upstream.ejection_base_ms", up.ejection_base_ms),
+            ("upstream.fail_timeout_ms", up.fail_timeout_ms),
+        ] {
+            if v == Some(0) {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if !(1..=100).contains(&up.max_ejection_percent) {
+            return Err(invalid(
+                "upstream.max_ejection_percent",
+                format!("must be between 1 and 100, got {}", up.max_ejection_percent),
+            ));
         }
         if up.max_retries > MAX_RETRIES {
             return Err(invalid(

@@ -135,8 +135,52 @@ fn bad_values_name_file_key_and_reason() {
         ),
         ("[throttle]\nidle_key_secs = 0\n", "throttle.idle_key_secs"),
         ("[throttle]\nmax_keys = 0\n", "throttle.max_keys"),
+        ("[upstream]\nmax_retries = 11\n", "upstream.max_retries"),
+        (
+            "[upstream]\nretry_budget_ratio = -1.0\n",
+            "upstream.retry_budget_ratio",
+        ),
+        (
+            "[upstream]\nretry_body_bytes = 1000000000\n",
+            "upstream.retry_body_bytes",
+        ),
+        (
+            "[upstream]\nmax_fails = 3\nconsecutive_failures = 5\n",
+            "upstream.max_fails",
+        ),
+        (
+            "[upstream]\nfail_timeout_ms = 3\nejection_base_ms = 5\n",
+            "upstream.fail_timeout_ms",
+        ),
+        ("[upstream]\nmax_fails = 0\n", "upstream.max_fails"),
+        (
+            "[upstream]\nmax_ejection_percent = 0\n",
+            "upstream.max_ejection_percent",
+        ),
+        ("[upstream]\nbalancer = \"random\"\n", "balancer"),
     ];
     assert_refused_naming_the_key(&cases, |extra| format!("{extra}\n{MINIMAL}"));
+}
+
+#[test]
+fn ejection_settings_read_nginxs_spelling_too() {
+    let p = parse(MINIMAL).unwrap();
+    let e = p.upstream.ejection();
+    assert_eq!(
+        (e.consecutive_failures, e.base_ms, e.max_ms, e.max_percent),
+        (5, 10_000, 300_000, 50)
+    );
+    assert_eq!(p.upstream.balancer, crate::config::Balancer::P2cEwma);
+    let p = parse(&format!(
+        "[upstream]\nmax_fails = 2\nfail_timeout_ms = 400000\nbalancer = \"round_robin\"\n{MINIMAL}"
+    ))
+    .unwrap();
+    let e = p.upstream.ejection();
+    assert_eq!(
+        (e.consecutive_failures, e.base_ms, e.max_ms),
+        (2, 400_000, 400_000)
+    );
+    assert_eq!(p.upstream.balancer, crate::config::Balancer::RoundRobin);
 }
 
 #[test]

@@ -10,11 +10,11 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 
 use super::buffers::Scratch;
-use super::error::ProxyError;
+use super::error::{FallbackAnswer, ProxyError};
 use super::exchange::{self, BodyState};
 use super::listener::ListenerCtx;
 use super::record::RequestRecord;
-use super::respond::{error_response, error_response_with};
+use super::respond::{error_response, error_response_with, fallback_response};
 use super::view::RequestView;
 use super::worker::Worker;
 use crate::edge::Decision;
@@ -535,6 +535,14 @@ impl Conn {
                 return self.refuse(w, &head, ProxyError::BodyTooLarge(max)).await;
             }
         }
+        // vulcand's cbreaker middlewares: a tripped one answers in the service's place.
+        let breakers = frontend.middlewares.iter().any(|m| m.breaker.is_some());
+        if breakers {
+            if let Some(b) = w.breakers.admit(frontend, w.idle_timers.now()) {
+                let answer = fallback_answer(b, head.path.of(&self.rbuf));
+                return self.refuse(w, &head, answer).await;
+            }
+        }
         if let Err(answer) = super::rewrite::apply(self, &head, frontend, rewrite) {
             return self.refuse(w, &head, answer).await;
         }
@@ -542,6 +550,13 @@ impl Conn {
             return self.refuse(w, &head, ProxyError::NoServer).await;
         }
         let next = exchange::proxy(self, w, &head, frontend, backend, &mut body, rewrite).await;
+        if breakers {
+            let elapsed = w
+                .idle_timers
+                .refresh()
+                .saturating_duration_since(self.rec.started());
+            w.breakers.record(frontend, self.rec.status, elapsed);
+        }
         // A protocol switch keeps its connlimit slots for the life of the tunnel.
         if matches!(next, Next::Tunnel(_)) {
             self.tunnel_admission = Some(admission);
@@ -611,11 +626,12 @@ impl Conn {
         tracing::debug!(peer = %self.peer, blame = ?err.blame(), status, "{err}");
         self.linger |= !keep_alive;
         let mut out = std::mem::take(&mut self.extra);
-        match err.header_lines() {
-            Some(extra) => {
+        match (err, err.header_lines()) {
+            (ProxyError::Fallback(a), _) => fallback_response(&mut out, a, keep_alive, head_only),
+            (_, Some(extra)) => {
                 error_response_with(&mut out, status, reason, &extra, keep_alive, head_only)
             }
-            None => error_response(&mut out, status, reason, keep_alive, head_only),
+            (_, None) => error_response(&mut out, status, reason, keep_alive, head_only),
         }
         let len = out.len() as u64;
         let res = monoio::time::timeout(w.cfg.timeouts.send(), self.stream.write_all(out)).await;
@@ -642,6 +658,38 @@ impl Conn {
             self.rbuf.truncate(self.rbuf.len() - n);
         }
     }
+}
+
+/// The answer of a tripped breaker for a request to `path`.
+fn fallback_answer(b: &crate::resilience::breaker::Breaker, path: &[u8]) -> ProxyError {
+    use crate::resilience::breaker::Fallback;
+    let answer = match &b.spec.fallback {
+        Fallback::Response {
+            status,
+            content_type,
+            body,
+        } => FallbackAnswer {
+            breaker: b.middleware.clone(),
+            status: *status,
+            content_type: content_type.clone(),
+            body: body.clone(),
+            location: None,
+        },
+        Fallback::Redirect { url, preserve_path } => {
+            let mut location = url.clone();
+            if *preserve_path {
+                location.push_str(&String::from_utf8_lossy(path));
+            }
+            FallbackAnswer {
+                breaker: b.middleware.clone(),
+                status: 302,
+                content_type: Some("text/plain; charset=utf-8".into()),
+                body: b"Found".to_vec(),
+                location: Some(location),
+            }
+        }
+    };
+    ProxyError::Fallback(Box::new(answer))
 }
 
 #[cfg(test)]

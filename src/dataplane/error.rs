@@ -56,6 +56,25 @@ pub enum ProxyError {
     Redirect(Box<str>),
     #[error("a rewrite middleware produced an invalid request target")]
     BadRewrite,
+    /// A tripped circuit breaker answers in the service's place.
+    #[error("circuit breaker {0} is open: fallback answered")]
+    Fallback(Box<FallbackAnswer>),
+}
+
+/// What a tripped circuit breaker answers: its `response`, or a 302 for its `redirect`.
+#[derive(Debug)]
+pub struct FallbackAnswer {
+    pub breaker: std::sync::Arc<str>,
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    pub location: Option<String>,
+}
+
+impl std::fmt::Display for FallbackAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.breaker)
+    }
 }
 
 impl ProxyError {
@@ -64,7 +83,7 @@ impl ProxyError {
         match self {
             BadRequest(_) | ClientTimeout | ClientGone | BodyTooLarge(_) | Throttled(_)
             | NotExposed | MethodNotAllowed(_) => Blame::Client,
-            NoRoute | NoServer | Redirect(_) | BadRewrite => Blame::Proxy,
+            NoRoute | NoServer | Redirect(_) | BadRewrite | Fallback(_) => Blame::Proxy,
             Connect(_) | ConnectTimeout | Stale | UpstreamIo(_) | UpstreamClosed
             | UpstreamTimeout | BadResponse(_) | BodyWrite(_) => Blame::Upstream,
         }
@@ -104,6 +123,7 @@ impl ProxyError {
             UpstreamTimeout => (504, "upstream timed out"),
             Throttled(r) => (r.status, &*r.message),
             Redirect(_) => (302, "found"),
+            Fallback(a) => (a.status, ""),
             BadRewrite => (500, "rewrite produced an invalid request target"),
             ClientGone => return None,
         })

@@ -23,6 +23,7 @@ use super::error::ProxyError;
 use super::gather::write_gather;
 use super::respond::CONTINUE_100;
 use super::stats::RetryReason;
+use super::upstream::{InFlight, Upstreams};
 use super::worker::Worker;
 use crate::config::MAX_RETRIES;
 use crate::edge::Rewrite;
@@ -81,6 +82,8 @@ pub(super) enum Reached {
 /// then the limits (`max_retries`, a server not yet tried, a body in hand), then the
 /// node-wide retry budget.
 pub(super) struct RetryGate<'a> {
+    /// The attempt's place in the server's load (times the response for the balancer).
+    pub(super) flight: &'a InFlight<'a>,
     failover: &'a Failover,
     method: &'a [u8],
     idempotent: bool,
@@ -168,17 +171,20 @@ pub async fn proxy(
     let mut fresh_only = false;
     let mut last_err = None;
     loop {
-        let Some((index, server)) = w.upstreams.pick(be, tried.as_slice(), w.idle_timers.now())
-        else {
+        let now = w.idle_timers.now();
+        let Some(pick) = w.upstreams.pick(be, tried.as_slice(), now) else {
             // Every server was tried: the client hears why the last attempt failed.
             let err = last_err.unwrap_or(ProxyError::NoServer);
             return finish_failed(c, w, head, body, err).await;
         };
+        let (index, server) = (pick.index, pick.server);
         // A stale pooled connection retried on a new one is the same attempt.
         if !fresh_only {
             attempts += 1;
         }
+        let flight = w.upstreams.begin(be, server, now);
         let gate = RetryGate {
+            flight: &flight,
             failover: &fe.settings.failover,
             method: &method,
             idempotent,
@@ -192,13 +198,30 @@ pub async fn proxy(
             server,
             rewrite,
         };
-        match attempt(c, w, head, target, body, fresh_only, &gate).await {
+        let outcome = attempt(c, w, head, target, body, fresh_only, &gate).await;
+        let now = w.idle_timers.now();
+        match outcome {
             Outcome::Done(next) => {
-                w.upstreams.mark_ok(server.addr);
+                // What the client got from this server says whether it is healthy.
+                if c.rec.status >= 500 {
+                    w.upstreams.failure(be, server, now);
+                } else if c.rec.status != 0 {
+                    w.upstreams.success(server, now);
+                } else {
+                    w.upstreams.neutral(&pick);
+                }
                 return next;
             }
-            Outcome::Aborted => return Next::Close,
+            Outcome::Aborted => {
+                w.upstreams.neutral(&pick);
+                return Next::Close;
+            }
             Outcome::Retry { status } => {
+                if status >= 500 {
+                    w.upstreams.failure(be, server, now);
+                } else {
+                    w.upstreams.success(server, now);
+                }
                 tracing::debug!(server = %server.addr, status, attempts, "response retried on another server");
                 w.stats.upstream_retry(RetryReason::Status);
                 tried.push(index);
@@ -207,7 +230,9 @@ pub async fn proxy(
             Outcome::Failed { err, reached } => {
                 w.stats.upstream_failed(&err);
                 if err.marks_server() {
-                    w.upstreams.mark_failed(server.addr);
+                    w.upstreams.failure(be, server, now);
+                } else {
+                    w.upstreams.neutral(&pick);
                 }
                 // A pooled connection the server had closed says nothing about the server:
                 // the same server again on a new connection, when the request cannot have
@@ -332,6 +357,8 @@ async fn attempt(
             };
         }
     };
+    // Timed for the balancer from the moment the request is out.
+    let sent_at = Upstreams::timed(gate.flight).then(std::time::Instant::now);
     if let Err(e) = res {
         return if reused {
             Outcome::Failed {
@@ -390,6 +417,7 @@ async fn attempt(
                     reused,
                     replayable: body.replayable(),
                     force_close: true,
+                    sent_at,
                 };
                 return match relay_response(c, w, head, target, up, done, gate).await {
                     Outcome::Failed { .. } => Outcome::Failed {
@@ -417,6 +445,7 @@ async fn attempt(
         reused,
         replayable: body.replayable(),
         force_close: false,
+        sent_at,
     };
     relay_response(c, w, head, target, up, done, gate).await
 }

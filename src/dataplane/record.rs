@@ -48,6 +48,11 @@ struct LogScratch {
 }
 
 impl RequestRecord {
+    /// When the request in flight began (its head's first byte), on the worker's clock.
+    pub fn started(&self) -> Instant {
+        self.started.unwrap_or_else(Instant::now)
+    }
+
     /// A request was forwarded to `addr`.
     pub fn upstream_attempt(&mut self, addr: SocketAddr) {
         self.upstream = Some(addr);

@@ -12,6 +12,9 @@ pub fn reason_phrase(status: u16) -> &'static str {
         413 => "Content Too Large",
         414 => "URI Too Long",
         429 => "Too Many Requests",
+        200 => "OK",
+        302 => "Found",
+        500 => "Internal Server Error",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
         502 => "Bad Gateway",
@@ -55,6 +58,38 @@ pub fn error_response_with(
     if !head_only {
         out.extend_from_slice(reason.as_bytes());
         out.push(b'\n');
+    }
+}
+
+/// A circuit breaker's fallback answer into `out` (cleared first).
+pub fn fallback_response(
+    out: &mut Vec<u8>,
+    a: &super::error::FallbackAnswer,
+    keep_alive: bool,
+    head_only: bool,
+) {
+    out.clear();
+    let mut s = String::with_capacity(160);
+    let _ = write!(
+        s,
+        "HTTP/1.1 {} {}\r\nServer: ringway\r\nContent-Length: {}\r\n",
+        a.status,
+        reason_phrase(a.status),
+        a.body.len()
+    );
+    if let Some(ct) = &a.content_type {
+        let _ = write!(s, "Content-Type: {ct}\r\n");
+    }
+    if let Some(location) = &a.location {
+        let _ = write!(s, "Location: {location}\r\n");
+    }
+    if !keep_alive {
+        s.push_str("Connection: close\r\n");
+    }
+    s.push_str("\r\n");
+    out.extend_from_slice(s.as_bytes());
+    if !head_only {
+        out.extend_from_slice(&a.body);
     }
 }
 

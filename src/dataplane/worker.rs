@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpListener;
 
 use super::access_log::AccessLog;
+use super::breakers::WorkerBreakers;
 use super::buffers::{BufPool, ScratchPool};
 use super::conn::serve;
 use super::idle_timers::{IdleTimers, Within};
@@ -25,7 +26,7 @@ use crate::config::{
 };
 use crate::control::TableHandle;
 use crate::http::HeadLimits;
-use crate::resilience::{LocalRetryBudget, RetryBudget};
+use crate::resilience::{LocalRetryBudget, Registry, RetryBudget};
 use crate::route::RouteTable;
 use crate::throttle::{SharedBudgets, Throttle, ThrottleSettings};
 
@@ -55,11 +56,13 @@ pub struct DataPlaneConfig {
     pub throttle_budgets: Arc<SharedBudgets>,
     /// The node-wide retry budget.
     pub retry_budget: Arc<RetryBudget>,
+    /// The node's resilience state (breaker transitions and their webhooks).
+    pub resilience: Arc<Registry>,
     pub access_log: AccessLogTarget,
 }
 
 impl DataPlaneConfig {
-    pub fn from_profile(p: &Profile) -> DataPlaneConfig {
+    pub fn from_profile(p: &Profile, resilience: Arc<Registry>) -> DataPlaneConfig {
         let workers = match p.node.workers {
             Workers::Count(n) => n,
             Workers::Auto => core_affinity::get_core_ids().map_or(1, |c| c.len().max(1)),
@@ -76,6 +79,7 @@ impl DataPlaneConfig {
                 p.upstream.retry_budget_ratio,
                 p.upstream.retry_budget_min_per_sec,
             )),
+            resilience,
             throttle,
             workers,
             pin: p.node.pin_workers,
@@ -148,6 +152,8 @@ pub struct Worker {
     pub throttle: RefCell<Throttle>,
     /// This worker's side of the node-wide retry budget.
     pub retry_budget: LocalRetryBudget,
+    /// This worker's side of the circuit breakers.
+    pub breakers: WorkerBreakers,
     /// Client connections currently open.
     pub active: Cell<usize>,
     /// When to give memory freed by connections gone cold back to the OS.
@@ -543,14 +549,18 @@ async fn worker_main(
         body_bufs: BufPool::new(cfg.body_buffer_bytes, 16),
         pipes: PipePool::new(cfg.splice_min_bytes),
         scratch: ScratchPool::default(),
-        upstreams: Upstreams::new(UpstreamSettings {
-            max_idle_per_server: cfg.upstream.max_idle_per_server,
-            idle_timeout: Duration::from_millis(cfg.upstream.idle_timeout_ms),
-            max_fails: cfg.upstream.max_fails,
-            fail_timeout: Duration::from_millis(cfg.upstream.fail_timeout_ms),
-        }),
+        upstreams: Upstreams::new(
+            UpstreamSettings {
+                max_idle_per_server: cfg.upstream.max_idle_per_server,
+                idle_timeout: Duration::from_millis(cfg.upstream.idle_timeout_ms),
+                ejection: cfg.upstream.ejection(),
+                balancer: cfg.upstream.balancer,
+            },
+            random_seed(id).rotate_left(17),
+        ),
         throttle: RefCell::new(Throttle::new(cfg.throttle_budgets.clone(), &cfg.throttle)),
         retry_budget: LocalRetryBudget::new(cfg.retry_budget.clone()),
+        breakers: WorkerBreakers::default(),
         stats,
         access_log,
         cfg,
@@ -607,6 +617,7 @@ async fn worker_main(
         }
         w.throttle.borrow_mut().sweep();
         w.retry_budget.flush(w.idle_timers.now());
+        w.breakers.tick(w.idle_timers.now(), &w.cfg.resilience);
         w.stats.tick(&w.table());
         w.access_log.flush();
         if w.reclaim.tick() {
@@ -614,6 +625,7 @@ async fn worker_main(
         }
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             w.upstreams.sweep();
+            w.upstreams.sweep_load(Instant::now());
             last_sweep = Instant::now();
         }
     }

@@ -258,6 +258,7 @@ fn server(sid: &str, value: &str) -> Result<Server, String> {
         addr,
         authority,
         weight,
+        health: Arc::default(),
     })
 }
 
@@ -378,6 +379,7 @@ fn middleware(
     let doc: MiddlewareDoc = json(value)?;
     let limit = crate::throttle::parse(fid, mid, &doc.r#type, &doc.middleware)?;
     let mut rewrite = None;
+    let mut breaker = None;
     match doc.r#type.as_str() {
         "ratelimit" | "connlimit" => {}
         "rewrite" => {
@@ -385,14 +387,23 @@ fn middleware(
             notes.extend(note);
             rewrite = Some(Arc::new(rule));
         }
+        "cbreaker" => {
+            use crate::resilience::breaker::{Breaker, BreakerSpec};
+            let spec = BreakerSpec::parse(&doc.middleware, notes)?;
+            breaker = Some(Arc::new(Breaker::new(
+                Arc::new(spec),
+                fid.into(),
+                mid.into(),
+            )));
+        }
         "trace" => notes.push(
             "trace middlewares are not supported: requests are recorded by the access log \
              ([log] access_log)"
                 .into(),
         ),
         other => notes.push(format!(
-            "middleware Type {other:?} is not supported (ringway runs ratelimit, connlimit and \
-             rewrite); the frontend serves without it"
+            "middleware Type {other:?} is not supported (ringway runs ratelimit, connlimit, \
+             rewrite and cbreaker); the frontend serves without it"
         )),
     }
     Ok(MiddlewareSpec {
@@ -402,6 +413,7 @@ fn middleware(
         config: doc.middleware,
         limit: limit.map(Arc::new),
         rewrite,
+        breaker,
     })
 }
 

@@ -34,7 +34,7 @@ pub struct FrontendSettings {
 }
 
 /// A middleware attached to a frontend, kept as parsed JSON.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct MiddlewareSpec {
     pub id: Arc<str>,
     pub priority: i64,
@@ -45,6 +45,17 @@ pub struct MiddlewareSpec {
     pub limit: Option<Arc<crate::throttle::Limit>>,
     /// A `rewrite` middleware, compiled.
     pub rewrite: Option<Arc<super::rewrite::RewriteRule>>,
+    /// A `cbreaker` middleware: its node-wide state (a fresh one from compiling; the node
+    /// swaps in the state it already has for the same frontend, id and settings).
+    pub breaker: Option<Arc<crate::resilience::breaker::Breaker>>,
+}
+
+impl PartialEq for MiddlewareSpec {
+    /// Middlewares are equal by their documents; a breaker's state is node state.
+    fn eq(&self, other: &Self) -> bool {
+        (&self.id, self.priority, &self.kind, &self.config)
+            == (&other.id, other.priority, &other.kind, &other.config)
+    }
 }
 
 /// A backend: a set of servers and how to talk to them.
@@ -54,6 +65,31 @@ pub struct Backend {
     pub settings: BackendSettings,
     /// Servers sorted by id.
     pub servers: Vec<Server>,
+    /// Running sums of the servers' weights, for drawing a server by weight; empty when every
+    /// weight is 1.
+    pub cumulative_weights: Box<[u64]>,
+}
+
+impl Backend {
+    pub fn new(id: Arc<str>, settings: BackendSettings, servers: Vec<Server>) -> Backend {
+        let cumulative_weights = if servers.iter().all(|s| s.weight == 1) {
+            Box::default()
+        } else {
+            servers
+                .iter()
+                .scan(0u64, |sum, s| {
+                    *sum += u64::from(s.weight.max(1));
+                    Some(*sum)
+                })
+                .collect()
+        };
+        Backend {
+            id,
+            settings,
+            servers,
+            cumulative_weights,
+        }
+    }
 }
 
 /// vulcand backend `Settings` (Go duration strings such as "5s" parsed).
@@ -70,7 +106,7 @@ pub struct BackendSettings {
 }
 
 /// One server of a backend.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Server {
     pub id: Arc<str>,
     /// The URL as registered.
@@ -80,4 +116,21 @@ pub struct Server {
     pub authority: String,
     /// Relative weight for round-robin (default 1).
     pub weight: u32,
+    /// Node-wide health (outlier ejection): a fresh one from compiling; the node swaps in the
+    /// one it already keeps for this backend and URL.
+    pub health: Arc<crate::resilience::ejection::ServerHealth>,
+}
+
+impl PartialEq for Server {
+    /// Servers are equal by what the documents say; their health is node state.
+    fn eq(&self, other: &Self) -> bool {
+        (&self.id, &self.url, self.addr, &self.authority, self.weight)
+            == (
+                &other.id,
+                &other.url,
+                other.addr,
+                &other.authority,
+                other.weight,
+            )
+    }
 }

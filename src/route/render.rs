@@ -7,18 +7,35 @@ use serde_json::{json, Value};
 
 use super::failover::VULCAND_DEFAULT;
 use super::{Report, RouteTable, Server};
+use crate::resilience::breaker::{Breaker, State};
+use crate::resilience::ejection::now_ms;
 
 fn duration_ms(d: Option<std::time::Duration>) -> Value {
     d.map_or(Value::Null, |d| json!(d.as_millis() as u64))
 }
 
-fn server_json(s: &Server) -> Value {
+fn server_json(s: &Server, now: u64) -> Value {
+    let h = &s.health;
+    let rtt = h.rtt_estimate_us();
     json!({
         "id": &*s.id,
         "url": s.url,
         "addr": s.addr.to_string(),
         "authority": s.authority,
         "weight": s.weight,
+        "ejected": h.is_ejected(),
+        "ejection_left_ms": h.penalty_left(now),
+        "ejections": h.ejections(),
+        "latency_estimate_ms": (rtt > 0).then(|| rtt as f64 / 1000.0),
+    })
+}
+
+fn breaker_json(b: &Breaker, now: u64) -> Value {
+    json!({
+        "state": b.state(now).label(),
+        "remaining_ms": b.remaining(now),
+        "condition": b.spec.condition_text,
+        "tripped": b.transitions(State::Tripped),
     })
 }
 
@@ -68,6 +85,9 @@ impl RouteTable {
                     "      middleware {} ({}, priority {})",
                     m.id, m.kind, m.priority
                 );
+                if let Some(b) = &m.breaker {
+                    let _ = writeln!(out, "        condition {}", b.spec.condition_text);
+                }
             }
         }
         let used: std::collections::HashSet<usize> =
@@ -106,6 +126,7 @@ impl RouteTable {
     /// The table and its report as JSON for the admin endpoint. `frontends` is in precedence
     /// order (`precedence` is its 1-based position); durations are in milliseconds.
     pub fn to_json(&self, report: &Report) -> Value {
+        let now = now_ms(std::time::Instant::now());
         let frontends: Vec<Value> = self
             .frontends()
             .iter()
@@ -131,6 +152,7 @@ impl RouteTable {
                         "priority": m.priority,
                         "type": m.kind,
                         "config": m.config,
+                        "breaker": m.breaker.as_deref().map(|b| breaker_json(b, now)),
                     })).collect::<Vec<_>>(),
                 })
             })
@@ -147,7 +169,7 @@ impl RouteTable {
                         "keepalive_period_ms": duration_ms(b.settings.keepalive_period),
                         "max_idle_per_host": b.settings.max_idle_per_host,
                     },
-                    "servers": b.servers.iter().map(server_json).collect::<Vec<_>>(),
+                    "servers": b.servers.iter().map(|s| server_json(s, now)).collect::<Vec<_>>(),
                 })
             })
             .collect();

@@ -191,6 +191,25 @@ impl RouteTable {
         self.routes[index].priority
     }
 
+    /// Visit every server (with its backend's id) and every middleware (with its frontend's
+    /// id), mutably: the node swaps in the health and breaker state it keeps across tables.
+    pub fn attach_state(
+        &mut self,
+        mut server: impl FnMut(&str, &mut super::Server),
+        mut middleware: impl FnMut(&str, &mut super::MiddlewareSpec),
+    ) {
+        for b in &mut self.backends {
+            for s in &mut b.servers {
+                server(&b.id, s);
+            }
+        }
+        for f in &mut self.frontends {
+            for m in &mut f.middlewares {
+                middleware(&f.id, m);
+            }
+        }
+    }
+
     /// The frontend that serves this request, if any.
     pub fn lookup(&self, req: &dyn RouteRequest) -> Option<&Frontend> {
         self.lookup_index(req).map(|i| &self.frontends[i])
@@ -321,11 +340,8 @@ pub fn compile(kv: &KvSet, opts: &CompileOptions) -> Compiled {
     let mut backend_index = HashMap::with_capacity(docs.backends.len());
     for (id, settings) in std::mem::take(&mut docs.backends) {
         backend_index.insert(id.clone(), backends.len());
-        backends.push(Backend {
-            servers: docs.servers.remove(&id).unwrap_or_default(),
-            id,
-            settings,
-        });
+        let servers = docs.servers.remove(&id).unwrap_or_default();
+        backends.push(Backend::new(id, settings, servers));
     }
 
     let mut middlewares = std::mem::take(&mut docs.middlewares);

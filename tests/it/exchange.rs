@@ -83,7 +83,7 @@ fn an_upstream_answering_an_upload_early_is_relayed_and_not_marked_down() {
         &[("b", &[early, other.addr])],
         &[("f", "b", "PathPrefix(`/`)")],
     );
-    let rw = Ringway::start(&routes, "");
+    let rw = Ringway::start(&routes, "[upstream]\nbalancer = \"round_robin\"\n");
     // Uploads until one lands on the early-answering server (round-robin: within two).
     let mut saw_413 = false;
     for _ in 0..2 {

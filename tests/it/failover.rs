@@ -16,17 +16,7 @@ const SCROLL: &str = "(IsNetworkError() || ResponseCode() == 503) && Attempts() 
 /// Routes: backend `b` with `servers` (in this order, ids s0, s1, ...) behind one catch-all
 /// frontend with `predicate` (none when empty) and `PassHostHeader`.
 fn routes(servers: &[SocketAddr], predicate: &str) -> String {
-    let mut map = serde_json::Map::new();
-    map.insert(
-        "/vulcand/backends/b/backend".into(),
-        serde_json::json!({"Type": "http"}),
-    );
-    for (i, s) in servers.iter().enumerate() {
-        map.insert(
-            format!("/vulcand/backends/b/servers/s{i}"),
-            serde_json::json!({"URL": format!("http://{s}")}),
-        );
-    }
+    let mut map = crate::harness::backend_entries("b", servers);
     let mut settings = serde_json::json!({"PassHostHeader": true});
     if !predicate.is_empty() {
         settings["FailoverPredicate"] = predicate.into();
@@ -184,7 +174,11 @@ fn a_post_without_a_predicate_is_never_sent_twice() {
     // A GET is retried by vulcand's default, even on a 502 the upstream answered itself.
     let bad_gateway = Origin::start(|_| Reply::status(502, "upstream of the upstream is down"));
     let well = healthy();
-    let rw = Ringway::start(&routes(&[bad_gateway.addr, well.addr], ""), "");
+    // Round-robin without ejection: every other request meets the 502 first.
+    let rw = Ringway::start(
+        &routes(&[bad_gateway.addr, well.addr], ""),
+        "[upstream]\nbalancer = \"round_robin\"\nconsecutive_failures = 0\n",
+    );
     for _ in 0..4 {
         assert_eq!(get(rw.addr).status, 200);
     }
@@ -206,11 +200,11 @@ fn a_post_without_a_predicate_is_never_sent_twice() {
 #[test]
 fn a_post_reset_after_its_body_is_replayed_under_scroll_but_not_past_retry_body_bytes() {
     let (reset, well) = (resetting(), healthy());
-    // The resetting server stays in rotation (no passive marking), so every request meets it
-    // first: each one that fails there moves the round-robin cursor past the healthy server.
+    // The resetting server stays in rotation (ejection off), so with round-robin every
+    // request meets it first: each one that fails there moves the cursor past the healthy one.
     let rw = Ringway::start(
         &routes(&[reset.addr, well.addr], SCROLL),
-        "[upstream]\nretry_body_bytes = 4096\nmax_fails = 1000\n",
+        "[upstream]\nretry_body_bytes = 4096\nconsecutive_failures = 0\nbalancer = \"round_robin\"\n",
     );
     // Every POST ends at the healthy server with its body intact.
     for len in [100, 4_000] {
@@ -239,7 +233,10 @@ fn a_post_reset_after_its_body_is_replayed_under_scroll_but_not_past_retry_body_
 #[test]
 fn a_chunked_body_is_replayed_byte_for_byte() {
     let (reset, well) = (resetting(), healthy());
-    let rw = Ringway::start(&routes(&[reset.addr, well.addr], SCROLL), "");
+    let rw = Ringway::start(
+        &routes(&[reset.addr, well.addr], SCROLL),
+        "[upstream]\nbalancer = \"round_robin\"\n",
+    );
     let chunked: &[u8] = b"5;ext=\"a b\"\r\nhello\r\n0006\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
     for _ in 0..2 {
         let mut c = Client::connect(rw.addr);
@@ -263,7 +260,7 @@ fn a_chunked_body_is_replayed_byte_for_byte() {
 fn a_timeout_is_a_network_error_for_the_predicate() {
     let slow = Origin::start(|_| Reply::After(Duration::from_secs(2), Box::new(Reply::ok("late"))));
     let well = healthy();
-    let profile = "[timeouts]\nupstream_read_ms = 300\n";
+    let profile = "[timeouts]\nupstream_read_ms = 300\n[upstream]\nbalancer = \"round_robin\"\n";
     let rw = Ringway::start(&routes(&[slow.addr, well.addr], SCROLL), profile);
     for _ in 0..2 {
         let started = Instant::now();

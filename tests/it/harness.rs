@@ -108,16 +108,7 @@ impl PortHold {
 pub fn routes_json(backends: &[(&str, &[SocketAddr])], frontends: &[(&str, &str, &str)]) -> String {
     let mut map = serde_json::Map::new();
     for (bid, servers) in backends {
-        map.insert(
-            format!("/vulcand/backends/{bid}/backend"),
-            serde_json::json!({"Type": "http"}),
-        );
-        for (i, s) in servers.iter().enumerate() {
-            map.insert(
-                format!("/vulcand/backends/{bid}/servers/s{i}"),
-                serde_json::json!({"URL": format!("http://{s}")}),
-            );
-        }
+        map.extend(backend_entries(bid, servers));
     }
     for (fid, bid, route) in frontends {
         map.insert(
@@ -126,6 +117,26 @@ pub fn routes_json(backends: &[(&str, &[SocketAddr])], frontends: &[(&str, &str,
         );
     }
     serde_json::Value::Object(map).to_string()
+}
+
+/// Routes-file entries of backend `bid` with `servers` (ids s0, s1, ... in this order), as a
+/// JSON map to add frontends to.
+pub fn backend_entries(
+    bid: &str,
+    servers: &[SocketAddr],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut map = serde_json::Map::new();
+    map.insert(
+        format!("/vulcand/backends/{bid}/backend"),
+        serde_json::json!({"Type": "http"}),
+    );
+    for (i, s) in servers.iter().enumerate() {
+        map.insert(
+            format!("/vulcand/backends/{bid}/servers/s{i}"),
+            serde_json::json!({"URL": format!("http://{s}")}),
+        );
+    }
+    map
 }
 
 /// Routes sending every path (`PathPrefix("/")`) to one backend made of `servers`.

@@ -21,6 +21,7 @@ mod memory;
 #[allow(dead_code)]
 mod origin;
 mod proxy;
+mod resilience;
 mod rewrite;
 mod smoke;
 mod splice;

@@ -34,7 +34,10 @@ fn black_hole() -> (SocketAddr, Vec<TcpStream>, socket2::Socket) {
 fn requests_are_spread_round_robin_over_the_servers() {
     let origins = [Origin::ok(), Origin::ok(), Origin::ok()];
     let addrs: Vec<SocketAddr> = origins.iter().map(|o| o.addr).collect();
-    let rw = Ringway::start(&catch_all(&addrs), "");
+    let rw = Ringway::start(
+        &catch_all(&addrs),
+        "[upstream]\nbalancer = \"round_robin\"\n",
+    );
     let mut c = Client::connect(rw.addr);
     for _ in 0..30 {
         c.send(b"GET /rr HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -45,33 +48,39 @@ fn requests_are_spread_round_robin_over_the_servers() {
 }
 
 #[test]
-fn a_refusing_server_is_retried_on_another_and_then_skipped() {
-    let live = Origin::ok();
-    let dead = dead_server();
-    let rw = Ringway::start(&catch_all(&[dead.addr(), live.addr]), "");
-    for _ in 0..6 {
-        let r = get(rw.addr, "/retry");
-        assert_eq!(r.status, 200, "{}", rw.log());
-    }
-    assert_eq!(live.seen().len(), 6);
-
-    // The refusing server is now marked down: even once it listens again, it gets nothing
-    // until fail_timeout (default 10 s) has passed.
-    let revived = Origin::start_on(dead.release(), |_| Reply::ok("revived"));
-    for _ in 0..6 {
-        assert_eq!(get(rw.addr, "/retry").text(), "ok");
-    }
-    assert_eq!(revived.seen().len(), 0, "a server marked down got traffic");
-    assert_eq!(live.seen().len(), 12);
-}
-
-#[test]
-fn a_server_marked_down_gets_traffic_again_after_fail_timeout() {
+fn a_refusing_server_is_retried_on_another_and_then_ejected() {
     let live = Origin::ok();
     let dead = dead_server();
     let rw = Ringway::start(
         &catch_all(&[dead.addr(), live.addr]),
-        "[upstream]\nfail_timeout_ms = 300\n",
+        "[upstream]\nbalancer = \"round_robin\"\n",
+    );
+    // Round-robin sends every other request to the refusing server first; each is retried
+    // on the live one, and the fifth refusal in a row ejects it (the default).
+    for _ in 0..10 {
+        let r = get(rw.addr, "/retry");
+        assert_eq!(r.status, 200, "{}", rw.log());
+    }
+    assert_eq!(live.seen().len(), 10);
+    assert!(rw.log().contains("upstream ejected"), "{}", rw.log());
+
+    // Ejected: even once it listens again, it gets nothing until its penalty (10 s) is over.
+    let revived = Origin::start_on(dead.release(), |_| Reply::ok("revived"));
+    for _ in 0..6 {
+        assert_eq!(get(rw.addr, "/retry").text(), "ok");
+    }
+    assert_eq!(revived.seen().len(), 0, "an ejected server got traffic");
+    assert_eq!(live.seen().len(), 16);
+}
+
+#[test]
+fn an_ejected_server_is_probed_after_its_penalty_and_returns() {
+    // nginx's spelling: one failure ejects for 300 ms.
+    let live = Origin::ok();
+    let dead = dead_server();
+    let rw = Ringway::start(
+        &catch_all(&[dead.addr(), live.addr]),
+        "[upstream]\nmax_fails = 1\nfail_timeout_ms = 300\nbalancer = \"round_robin\"\n",
     );
     assert_eq!(get(rw.addr, "/").status, 200);
     let revived = Origin::start_on(dead.release(), |_| Reply::ok("revived"));
@@ -82,8 +91,9 @@ fn a_server_marked_down_gets_traffic_again_after_fail_timeout() {
     assert_eq!(
         revived.seen().len(),
         2,
-        "round-robin resumes after fail_timeout"
+        "one probe readmitted it, then round-robin resumed"
     );
+    assert!(rw.log().contains("back in rotation"), "{}", rw.log());
 }
 
 #[test]

@@ -116,6 +116,8 @@ pub(super) struct Done {
     pub replayable: bool,
     /// The client connection closes after this response (its request was not read whole).
     pub force_close: bool,
+    /// When the request went out, for the balancer's estimate of the server (when timed).
+    pub sent_at: Option<std::time::Instant>,
 }
 
 pub(super) async fn relay_response(
@@ -137,6 +139,10 @@ pub(super) async fn relay_response(
         }
     };
     c.rec.upstream_answered();
+    if let Some(sent) = d.sent_at {
+        let now = std::time::Instant::now();
+        w.upstreams.observe(gate.flight, now - sent, now);
+    }
     if rh.status != 101 && gate.retries_status(w, rh.status, d.replayable) {
         discard_response(w, target, up, ubuf, &rh, &d);
         return Outcome::Retry { status: rh.status };
@@ -249,7 +255,9 @@ pub(super) async fn relay_response(
                         SpliceError::ReadTimeout => {
                             w.stats.upstream_failed(&ProxyError::UpstreamTimeout)
                         }
-                        SpliceError::ReadEnded => w.upstreams.mark_failed(server.addr),
+                        SpliceError::ReadEnded => {
+                            w.upstreams.failure(be, server, w.idle_timers.now())
+                        }
                         SpliceError::Write(_) => {}
                     }
                     return Outcome::Aborted;
@@ -281,7 +289,7 @@ pub(super) async fn relay_response(
         let n = match res {
             Ok(0) if rh.framing == BodyFraming::UntilClose => break,
             Ok(0) | Err(_) => {
-                w.upstreams.mark_failed(server.addr);
+                w.upstreams.failure(be, server, w.idle_timers.now());
                 return Outcome::Aborted;
             }
             Ok(n) => n,
