@@ -27,6 +27,8 @@ PROXY_LABEL = {
     "ringway-rl": "ringway, ratelimit admitting all",
     "ringway-rl-refuse": "ringway, ratelimit refusing (429)",
     "ringway-fo": "ringway, scroll's FailoverPredicate",
+    "ringway-sick-rr": "ringway, round_robin + ejection + 5xx retry",
+    "ringway-sick-p2c": "ringway, p2c_ewma + ejection + 5xx retry",
     "nginx": "nginx",
     "haproxy": "HAProxy HTTP",
     "haproxy-tcp": "HAProxy TCP (L4 floor)",
@@ -42,6 +44,9 @@ SCENARIO_TITLE = {
           "refusing almost all (1,000 req/s), vs none (ringway only), 64 connections",
     "S7": "S7 memory per idle keep-alive client connection",
     "S8": "S8 latency at a fixed rate below saturation",
+    "S9": "S9 sick instance: 3 servers (one 20 ms slow, one answering half its requests with 500), "
+          "each proxy with its passive health checks and retries of 5xx GETs, S8's paced load "
+          "(50 connections, 10 ms between requests)",
     "S10": "S10 failover rule cost: small GET with scroll's FailoverPredicate vs vulcand's default, "
           "no failures (ringway only), 64 connections",
     "S11": "S11 body replay cost: POST 1 KiB with scroll's FailoverPredicate (replayable) vs "
@@ -320,7 +325,8 @@ def summarise(recs):
 
 
 def proxies_sorted(d):
-    order = PROXY_ORDER + ["ringway-1", "ringway-10k", "ringway-rl", "ringway-rl-refuse", "ringway-fo"]
+    order = ["ringway-sick-rr", "ringway-sick-p2c"] + PROXY_ORDER + [
+        "ringway-1", "ringway-10k", "ringway-rl", "ringway-rl-refuse", "ringway-fo"]
     return sorted(d.keys(), key=lambda p: order.index(p) if p in order else 99)
 
 
@@ -405,6 +411,20 @@ def render_md(summary, meta):
             L.append(f"| {label} | {fmt(s.get('rps'), ',.0f')} | {fmt(s.get('ratio_rps'), '.2f')} | "
                      f"{fmt(_ms(s.get('p50_us')), '.2f')} | {fmt(_ms(s.get('p99_us')), '.2f')} | "
                      f"{fmt(s.get('cpu_us_per_req'), '.2f')} | {fmt(s.get('ratio_cpu_us_per_req'), '.2f')} | "
+                     f"{s['errors']} | {s['non2xx']} |")
+        L.append("")
+    if "S9" in summary:
+        L.append(f"## {SCENARIO_TITLE['S9']}")
+        L.append("")
+        L.append("| proxy | success | req/s | p50 ms | p99 ms | p99 x nginx | CPU µs/req | errors | non-2xx |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for p in proxies_sorted(summary["S9"]):
+            s = summary["S9"][p]
+            req = s.get("requests") or 0
+            ok = (1 - (s["errors"] + s["non2xx"]) / req) * 100 if req else None
+            L.append(f"| {PROXY_LABEL.get(p, p)} | {fmt(ok, '.3f')}% | {fmt(s.get('rps'), ',.0f')} | "
+                     f"{fmt(_ms(s.get('p50_us')), '.2f')} | {fmt(_ms(s.get('p99_us')), '.2f')} | "
+                     f"{fmt(s.get('ratio_p99_us'), '.2f')} | {fmt(s.get('cpu_us_per_req'), '.2f')} | "
                      f"{s['errors']} | {s['non2xx']} |")
         L.append("")
     for scen in ["S10", "S11"]:
