@@ -281,3 +281,24 @@ fn breaker_and_ejection_state_survive_a_route_refresh_that_leaves_them_alone() {
     }
     assert_eq!(sick.seen().len(), sick_before);
 }
+
+#[test]
+fn a_tripped_breaker_can_redirect_keeping_the_path() {
+    let dead = PortHold::new();
+    let breaker = serde_json::json!({
+        "Condition": "RequestThreshold() >= 2 && NetworkErrorRatio() > 0.5",
+        "Fallback": "{\"Type\": \"redirect\", \"Action\": {\"URL\": \"http://fallback.local\", \"PreservePath\": true}}",
+        "CheckPeriod": 50_000_000u64
+    });
+    let rw = Ringway::start(&routes(&[dead.addr()], Some(breaker), &[]), "");
+    let tripped = eventually(Duration::from_secs(5), || {
+        get(rw.addr, "/a/b?c=1").status == 302
+    });
+    assert!(tripped, "{}", rw.log());
+    let r = get(rw.addr, "/docs/page?x=1");
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("location"),
+        Some("http://fallback.local/docs/page")
+    );
+}
