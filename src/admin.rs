@@ -1,9 +1,11 @@
-//! The admin endpoint: `/metrics` (Prometheus), `/routes` (the compiled table as JSON),
-//! `/healthz` and `/readyz`, served on a thread of its own with blocking std I/O, away from
-//! the workers. It only reads: counters the workers publish and the current route table.
+//! The admin endpoint: the status page (`/`, `/status.json`), `/metrics` (Prometheus),
+//! `/routes` (the compiled table as JSON), `/healthz` and `/readyz`, served on a thread of its
+//! own with blocking std I/O, away from the workers. It only reads: counters the workers
+//! publish and the current route table.
 
 pub mod metrics;
 mod server;
+pub mod status;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -64,6 +66,9 @@ pub struct AdminState {
     control: Option<Arc<dyn ControlStatus>>,
     stats: OnceLock<Arc<NodeStats>>,
     phase: AtomicU8,
+    started: std::time::Instant,
+    /// Once-a-second samples of the counters, for the status page's rates.
+    pub history: status::History,
 }
 
 impl AdminState {
@@ -73,6 +78,8 @@ impl AdminState {
             control,
             stats: OnceLock::new(),
             phase: AtomicU8::new(STARTING),
+            started: std::time::Instant::now(),
+            history: status::History::default(),
         })
     }
 
@@ -97,6 +104,10 @@ impl AdminState {
         }
     }
 }
+
+/// The status page: one self-contained file (no asset from elsewhere) that polls
+/// `/status.json` once a second.
+const STATUS_PAGE: &str = include_str!("admin/status.html");
 
 /// An answer of the admin endpoint.
 pub struct Reply {
@@ -141,6 +152,20 @@ pub fn respond(state: &AdminState, path: &str) -> Reply {
                 body: out.into_bytes(),
             }
         }
+        "/" => Reply {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: STATUS_PAGE.as_bytes().to_vec(),
+        },
+        "/status.json" => {
+            let mut body = serde_json::to_vec(&status::render(state)).unwrap_or_default();
+            body.push(b'\n');
+            Reply {
+                status: 200,
+                content_type: "application/json",
+                body,
+            }
+        }
         "/routes" => {
             let json = state.routes.load().to_json(&state.routes.report());
             let mut body = serde_json::to_vec_pretty(&json).unwrap_or_default();
@@ -151,7 +176,10 @@ pub fn respond(state: &AdminState, path: &str) -> Reply {
                 body,
             }
         }
-        _ => Reply::text(404, "not found; try /metrics, /routes, /healthz or /readyz"),
+        _ => Reply::text(
+            404,
+            "not found; try / (status page), /status.json, /metrics, /routes, /healthz or /readyz",
+        ),
     }
 }
 

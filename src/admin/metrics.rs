@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::ControlStatus;
-use crate::dataplane::stats::{NodeStats, RetryReason, DURATION_BUCKETS};
+use std::sync::Arc;
+
+use crate::dataplane::stats::{NodeStats, RetryReason, WorkerShared, DURATION_BUCKETS};
 use crate::route::RouteTable;
 
 /// What a scrape reads.
@@ -21,11 +23,37 @@ pub struct Sources<'a> {
 }
 
 /// A frontend's counters summed over workers.
-#[derive(Default)]
-struct FrontendTotals {
-    requests: [u64; 5],
-    buckets: [u64; 15],
-    sum_ns: u64,
+#[derive(Clone, Debug, Default)]
+pub struct FrontendTotals {
+    /// Answers by status class, 1xx to 5xx.
+    pub requests: [u64; 5],
+    /// Duration histogram, not cumulative; the last bucket is `+Inf`.
+    pub buckets: [u64; 15],
+    pub sum_ns: u64,
+}
+
+/// Every frontend's counters and every throttling middleware's refusals, summed over workers.
+pub fn totals(
+    workers: &[Arc<WorkerShared>],
+) -> (BTreeMap<String, FrontendTotals>, BTreeMap<String, u64>) {
+    let mut frontends: BTreeMap<String, FrontendTotals> = BTreeMap::new();
+    let mut throttled: BTreeMap<String, u64> = BTreeMap::new();
+    for w in workers {
+        for (id, c) in w.frontends.load().iter() {
+            let t = frontends.entry(id.to_string()).or_default();
+            for (i, r) in c.requests.iter().enumerate() {
+                t.requests[i] += r.load(Relaxed);
+            }
+            for (i, b) in c.buckets.iter().enumerate() {
+                t.buckets[i] += b.load(Relaxed);
+            }
+            t.sum_ns += c.duration_sum_ns.load(Relaxed);
+        }
+        for (id, c) in w.throttle_rejections.load().iter() {
+            *throttled.entry(id.to_string()).or_default() += c.load(Relaxed);
+        }
+    }
+    (frontends, throttled)
 }
 
 /// Writes families and samples; label values and help text are escaped here.
@@ -129,23 +157,7 @@ pub fn render(out: &mut String, src: &Sources<'_>) {
     let mut x = Exposition { out };
     let workers = src.stats.map_or(&[][..], |s| s.workers());
 
-    let mut frontends: BTreeMap<String, FrontendTotals> = BTreeMap::new();
-    let mut throttled: BTreeMap<String, u64> = BTreeMap::new();
-    for w in workers {
-        for (id, c) in w.frontends.load().iter() {
-            let t = frontends.entry(id.to_string()).or_default();
-            for (i, r) in c.requests.iter().enumerate() {
-                t.requests[i] += r.load(Relaxed);
-            }
-            for (i, b) in c.buckets.iter().enumerate() {
-                t.buckets[i] += b.load(Relaxed);
-            }
-            t.sum_ns += c.duration_sum_ns.load(Relaxed);
-        }
-        for (id, c) in w.throttle_rejections.load().iter() {
-            *throttled.entry(id.to_string()).or_default() += c.load(Relaxed);
-        }
-    }
+    let (frontends, throttled) = totals(workers);
     let total = |f: fn(&crate::dataplane::stats::WorkerCounters) -> u64| -> Value {
         Value::Int(workers.iter().map(|w| f(&w.counters)).sum())
     };

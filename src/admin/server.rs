@@ -40,8 +40,16 @@ impl AdminServer {
         self.listener.local_addr()
     }
 
-    /// Serve on a thread of its own until the process exits.
+    /// Serve on a thread of its own until the process exits; a second thread samples the
+    /// counters once a second for the status page.
     pub fn spawn(self, state: Arc<AdminState>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let sampled = state.clone();
+        std::thread::Builder::new()
+            .name("ringway-sampler".into())
+            .spawn(move || loop {
+                sampled.history.sample(&sampled);
+                std::thread::sleep(Duration::from_secs(1));
+            })?;
         std::thread::Builder::new()
             .name("ringway-admin".into())
             .spawn(move || {

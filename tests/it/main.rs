@@ -25,6 +25,7 @@ mod resilience;
 mod rewrite;
 mod smoke;
 mod splice;
+mod status_page;
 mod throttle;
 mod upgrade;
 mod upstream;

@@ -1,0 +1,172 @@
+//! The status page on the admin listener: `/status.json` like the other admin endpoints, and
+//! the page itself as a person sees it, rendered by headless Chromium (installed by
+//! `tests/run.sh`).
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::admin::with_admin;
+use crate::harness::{get, routes_json, Client, PortHold, Ringway, TempDir};
+use crate::origin::Origin;
+
+/// A node with backend `b` of one live and one refusing server (ejected after one refusal),
+/// some traffic through it, and its admin address.
+fn busy_node(live: &Origin, dead: &PortHold) -> (Ringway, SocketAddr) {
+    let (admin, extra) = with_admin(
+        "[upstream]\nconsecutive_failures = 1\nbalancer = \"round_robin\"\nejection_base_ms = 60000\n",
+    );
+    let rw = Ringway::start_with_workers(
+        &routes_json(
+            &[("b", &[live.addr, dead.addr()])],
+            &[("users", "b", "PathPrefix(`/users`)")],
+        ),
+        &extra,
+        2,
+    );
+    let mut c = Client::connect(rw.addr);
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        c.send(b"GET /users/1 HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(c.read_response(false).expect("a response").status, 200);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (rw, admin)
+}
+
+#[test]
+fn status_json_has_the_node_frontend_rates_and_server_states() {
+    let live = Origin::ok();
+    let dead = PortHold::new();
+    let (_rw, admin) = busy_node(&live, &dead);
+    let r = get(admin, "/status.json");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let s: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+    let node = &s["node"];
+    assert_eq!(node["workers"].as_array().map(Vec::len), Some(2), "{s}");
+    assert!(node["workers"][0]["driver"].is_string(), "{s}");
+    assert_eq!(node["ready"], true);
+    assert_eq!(node["source"], "file");
+    let f = &s["frontends"][0];
+    assert_eq!(f["id"], "users");
+    assert!(f["rps"].as_f64().unwrap() > 0.0, "{f}");
+    assert!(f["p50_ms"].as_f64().is_some(), "{f}");
+    assert!(
+        f["spark_rps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_f64() > Some(0.0)),
+        "{f}"
+    );
+    let servers = s["backends"][0]["servers"].as_array().unwrap();
+    let state = |addr: SocketAddr| {
+        servers
+            .iter()
+            .find(|v| v["addr"] == addr.to_string())
+            .map(|v| v["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(state(live.addr).as_deref(), Some("up"));
+    assert_eq!(state(dead.addr()).as_deref(), Some("ejected"));
+    let problems = s["problems"].to_string();
+    assert!(
+        problems.contains(&dead.addr().port().to_string()),
+        "{problems}"
+    );
+}
+
+#[test]
+fn the_status_page_renders_in_a_browser() {
+    let Ok(chromium) = which("chromium") else {
+        // tests/run.sh installs Debian's chromium; a machine without it cannot render.
+        eprintln!("chromium not found: the status page was not rendered");
+        return;
+    };
+    let live = Origin::ok();
+    let dead = PortHold::new();
+    let (_rw, admin) = busy_node(&live, &dead);
+    let page = get(admin, "/");
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let dir = TempDir::new("chromium");
+    let keep = std::env::var_os("RINGWAY_KEEP_SHOT");
+    let shot = dir.0.join("status.png");
+    let chrome = |extra: &[&str]| {
+        Command::new(&chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--virtual-time-budget=4000",
+                "--window-size=1280,900",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                dir.0.join("profile").display()
+            ))
+            .args(extra)
+            .arg(format!("http://{admin}/"))
+            .output()
+            .expect("chromium runs")
+    };
+    let out = chrome(&["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        dom.contains("data-frontend=\"users\""),
+        "no frontend row in the rendered page:\n{dom}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dom.contains(&format!("data-server=\"{}\"", live.addr)),
+        "{dom}"
+    );
+    assert!(dom.contains("io_uring") || dom.contains("epoll"), "{dom}");
+    assert!(dom.contains("workers on"), "{dom}");
+    // The frontend's rate cell shows a rate above zero.
+    let rate = dom
+        .split("class=\"num rps\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("a rate cell");
+    assert!(rate > 0.0, "{rate}");
+    // The refusing server is shown as out of rotation.
+    let dead_row = dom
+        .split(&format!("data-server=\"{}\"", dead.addr()))
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .expect("a row for the refusing server")
+        .to_string();
+    assert!(dead_row.contains("ejected"), "{dead_row}");
+    let shot_arg = format!("--screenshot={}", shot.display());
+    let out = chrome(&[&shot_arg]);
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 1000)
+            .unwrap_or(false),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // RINGWAY_KEEP_SHOT=<path> keeps the screenshot for a person to look at.
+    if let Some(path) = keep {
+        let _ = std::fs::copy(&shot, path);
+    }
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(name))
+                .find(|p| p.is_file())
+        })
+        .ok_or(())
+}
