@@ -282,8 +282,9 @@ impl Upstreams {
     }
 
     /// The attempt got an answer that was not a 5xx.
-    pub fn success(&self, server: &Server, now: Instant) {
-        if server.health.success(now_ms(now)) {
+    pub fn success(&self, pick: &Pick<'_>, now: Instant) {
+        let server = pick.server;
+        if server.health.success(now_ms(now), pick.probe) {
             tracing::info!(server = %server.url, "upstream back in rotation after its probe");
         }
     }
@@ -467,7 +468,7 @@ mod tests {
                 (0..20).all(|_| port(u.pick(&b, &[], later)) == 2),
                 "one probe at a time ({balancer:?})"
             );
-            u.success(probe.server, later);
+            u.success(&probe, later);
             assert!(!b.servers[0].health.is_ejected());
         }
     }

@@ -49,8 +49,12 @@ impl WorkerBreakers {
         None
     }
 
-    /// Count the answer to a request that passed `fe`'s breakers.
+    /// Count the answer to a request that passed `fe`'s breakers (none when the client left
+    /// before an answer: status 0).
     pub fn record(&self, fe: &Frontend, status: u16, elapsed: Duration) {
+        if status == 0 {
+            return;
+        }
         let mut local = self.local.borrow_mut();
         let us = elapsed.as_micros() as u64;
         for b in fe.middlewares.iter().filter_map(|m| m.breaker.as_ref()) {

@@ -46,6 +46,9 @@ pub struct Conn {
     pub request_id: Option<[u8; 32]>,
     /// `100 Continue` was sent for the request in flight (a retry does not send another).
     pub continue_sent: bool,
+    /// The attempt in flight got its answer before the upstream took the whole body (it
+    /// stopped reading it): the answer says nothing about the server's health.
+    pub early_answer: bool,
     /// The listener the connection came in on.
     pub listener: Rc<ListenerCtx>,
     /// The peer's forwarding fields are kept (mesh, or a trusted proxy in front of an edge).
@@ -247,6 +250,7 @@ impl Conn {
             tunnel_admission: None,
             request_id: None,
             continue_sent: false,
+            early_answer: false,
             trusted_hop,
             listener,
             rewritten: Vec::new(),

@@ -202,11 +202,14 @@ pub async fn proxy(
         let now = w.idle_timers.now();
         match outcome {
             Outcome::Done(next) => {
-                // What the client got from this server says whether it is healthy.
-                if c.rec.status >= 500 {
+                // What the client got from this server says whether it is healthy (an early
+                // answer to an upload says nothing either way).
+                if c.early_answer {
+                    w.upstreams.neutral(&pick);
+                } else if c.rec.status >= 500 {
                     w.upstreams.failure(be, server, now);
-                } else if c.rec.status != 0 {
-                    w.upstreams.success(server, now);
+                } else if c.rec.status != 0 && !c.early_answer {
+                    w.upstreams.success(&pick, now);
                 } else {
                     w.upstreams.neutral(&pick);
                 }
@@ -217,10 +220,12 @@ pub async fn proxy(
                 return Next::Close;
             }
             Outcome::Retry { status } => {
-                if status >= 500 {
+                if c.early_answer {
+                    w.upstreams.neutral(&pick);
+                } else if status >= 500 {
                     w.upstreams.failure(be, server, now);
                 } else {
-                    w.upstreams.success(server, now);
+                    w.upstreams.success(&pick, now);
                 }
                 tracing::debug!(server = %server.addr, status, attempts, "response retried on another server");
                 w.stats.upstream_retry(RetryReason::Status);
@@ -302,6 +307,7 @@ async fn attempt(
     let Target { be, server, .. } = target;
     let addr = server.addr;
     c.rec.upstream_attempt(addr);
+    c.early_answer = false;
     let pooled = if fresh_only {
         None
     } else {
@@ -412,6 +418,7 @@ async fn attempt(
             // unread body means the client connection closes afterwards (with a lingering
             // close so the answer arrives).
             Err(ProxyError::BodyWrite(e)) => {
+                c.early_answer = true;
                 let done = Done {
                     consume_end: 0,
                     reused,

@@ -132,13 +132,16 @@ impl ServerHealth {
         until != 0 && now >= until && (probe == 0 || now.saturating_sub(probe) >= PROBE_TIMEOUT_MS)
     }
 
-    /// A request got a non-5xx answer: the failure run ends, and a probe readmits.
+    /// A request got a non-5xx answer: the failure run ends. The probe's answer readmits the
+    /// server (so does any answer once the penalty is over); an answer to a request that was
+    /// already in flight when the server was ejected does not cut the penalty short.
     #[inline]
-    pub fn success(&self, now: u64) -> bool {
+    pub fn success(&self, now: u64, probe: bool) -> bool {
         if self.consecutive.load(Ordering::Relaxed) != 0 {
             self.consecutive.store(0, Ordering::Relaxed);
         }
-        if self.ejected_until.load(Ordering::Relaxed) == 0 {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        if until == 0 || (!probe && now < until) {
             return false;
         }
         self.ejected_until.store(0, Ordering::Release);
@@ -240,7 +243,7 @@ mod tests {
         let h = ServerHealth::default();
         assert_eq!(fail(&h, 10), None);
         assert_eq!(fail(&h, 11), None);
-        h.success(12);
+        h.success(12, false);
         assert_eq!(fail(&h, 13), None);
         assert_eq!(fail(&h, 14), None);
         let penalty = fail(&h, 15).expect("third in a row ejects");
@@ -268,7 +271,11 @@ mod tests {
         assert!((2_000..2_200).contains(&penalty), "{penalty}");
         let back = back + 5 + 2_200;
         assert_eq!(h.availability(back), Availability::Probe);
-        assert!(h.success(back + 1), "a good probe readmits");
+        assert!(
+            !h.success(back - 1_000, false),
+            "an answer in flight does not readmit"
+        );
+        assert!(h.success(back + 1, true), "a good probe readmits");
         assert_eq!(h.availability(back + 2), Availability::InRotation);
         assert_eq!(h.ejections(), 2);
     }
@@ -287,7 +294,7 @@ mod tests {
             }
             now += 3_000;
             assert_eq!(h.availability(now), Availability::Probe);
-            h.success(now);
+            h.success(now, true);
         }
         let whole: Vec<u64> = penalties.iter().map(|p| p / 500 * 500).collect();
         assert_eq!(whole, [1_000, 2_000, 2_500, 2_500], "{penalties:?}");

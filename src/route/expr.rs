@@ -69,6 +69,7 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
         src: text,
         pos: 0,
         what: "expression",
+        depth: 0,
     })
     .expr()
 }
@@ -220,6 +221,8 @@ pub(crate) struct Cursor<'a> {
     pub pos: usize,
     /// What the text is called in "found the end of the ..." messages.
     pub what: &'static str,
+    /// Parentheses open at the cursor, for languages that nest.
+    pub depth: usize,
 }
 
 impl Cursor<'_> {

@@ -170,6 +170,7 @@ pub fn parse<L: Language>(text: &str) -> Result<Pred<L>, ExprError> {
         src: text,
         pos: 0,
         what: "predicate",
+        depth: 0,
     });
     p.skip_ws();
     if p.rest().is_empty() {
@@ -309,6 +310,9 @@ fn bind<L: Language>(s: Syntax) -> Result<Pred<L>, ExprError> {
     }
 }
 
+/// Deepest nesting of parentheses a predicate may have (the parser recurses per level).
+const MAX_DEPTH: usize = 32;
+
 super::expr::cursor_parser!(Parser);
 
 impl Parser<'_> {
@@ -397,8 +401,13 @@ impl Parser<'_> {
             );
         };
         if c == '(' {
+            self.depth += 1;
+            if self.depth > MAX_DEPTH {
+                return self.err(at, format!("more than {MAX_DEPTH} nested parentheses"));
+            }
             self.pos += 1;
             let inner = self.or()?;
+            self.depth -= 1;
             if !self.eat(")") {
                 self.skip_ws();
                 return self.err(

@@ -173,7 +173,7 @@ fn a_retried_request_carries_the_same_request_id_to_every_server() {
         &[("b", &[closer.addr, answerer.addr])],
         &[("f", "b", "PathPrefix(`/`)")],
     );
-    let rw = Ringway::start(&routes, "");
+    let rw = Ringway::start(&routes, "[upstream]\nbalancer = \"round_robin\"\n");
     // Round-robin: one of the first two requests meets the closing server first and is retried.
     for _ in 0..2 {
         assert_eq!(get(rw.addr, "/x").status, 200);

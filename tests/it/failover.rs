@@ -91,7 +91,9 @@ fn hits(origins: &[&Origin]) -> usize {
 #[test]
 fn scrolls_predicate_hides_a_draining_instance_from_gets_and_posts() {
     let (sick, well) = (draining(), healthy());
-    let rw = Ringway::start(&routes(&[sick.addr, well.addr], SCROLL), "");
+    // Round-robin without ejection: the draining one keeps getting every other request.
+    let rr = "[upstream]\nbalancer = \"round_robin\"\nconsecutive_failures = 0\n";
+    let rw = Ringway::start(&routes(&[sick.addr, well.addr], SCROLL), rr);
     for i in 0..6 {
         let r = get(rw.addr);
         assert_eq!(
@@ -124,7 +126,7 @@ fn scrolls_predicate_hides_a_draining_instance_from_gets_and_posts() {
 
     // The same instances with vulcand's default predicate: the 503s reach the clients.
     let (sick, well) = (draining(), healthy());
-    let rw = Ringway::start(&routes(&[sick.addr, well.addr], ""), "");
+    let rw = Ringway::start(&routes(&[sick.addr, well.addr], ""), rr);
     let statuses: Vec<u16> = (0..4).map(|_| get(rw.addr).status).collect();
     assert!(statuses.contains(&503), "{statuses:?}");
 }
@@ -330,4 +332,43 @@ fn the_retry_budget_holds_origin_hits_near_the_ratio_against_an_all_failing_back
         .and_then(|v| v.parse::<f64>().ok())
         .expect("the retries counter");
     assert_eq!(status_retries as usize, hits - requests, "{m}");
+}
+
+#[test]
+fn a_body_whose_last_write_failed_is_replayed_and_a_pipelined_request_kept() {
+    // The first server reads the head and resets, so writing the body to it fails.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let resetter = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match std::io::Read::read(&mut s, &mut b) {
+                    Ok(1) => head.push(b[0]),
+                    _ => break,
+                }
+            }
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+        }
+    });
+    let well = healthy();
+    let rw = Ringway::start(
+        &routes(&[resetter, well.addr], SCROLL),
+        "[upstream]\nbalancer = \"round_robin\"\n",
+    );
+    let body = body_of(1_000);
+    let mut c = Client::connect(rw.addr);
+    c.send(b"POST /pay HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(150));
+    let mut rest = body.clone();
+    rest.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n");
+    c.send(&rest);
+    let r = c.read_response(false).expect("an answer to the POST");
+    assert_eq!(r.status, 200, "{}", rw.log());
+    assert_eq!(r.text(), format!("POST 1000 {:016x}", fnv(&body)));
+    let next = c
+        .read_response(false)
+        .expect("an answer to the pipelined GET");
+    assert_eq!(next.status, 200);
 }

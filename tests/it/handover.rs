@@ -82,13 +82,14 @@ fn a_new_process_takes_over_the_listeners_without_failing_a_request() {
     let admin: SocketAddr = format!("127.0.0.1:{}", crate::harness::free_port())
         .parse()
         .unwrap();
-    // The old node closes kept-alive connections that sent nothing within the linger (as
-    // nginx closes idle ones on a graceful stop); 1.5 s leaves a load thread that the test
-    // machine stalls for a moment time to hear `Connection: close` on its next response.
+    // The old node closes connections that sent nothing within the linger (as nginx closes
+    // idle ones on a graceful stop); 3 s leaves a load thread that the test machine stalls
+    // for a moment (other tests run a browser alongside) time to send its request and hear
+    // `Connection: close`.
     let mut a = Ringway::start_with_workers(
         &catch_all(&[origin.addr]),
         &format!(
-            "[node]\nhandover_socket = \"handover.sock\"\nhandover_linger_ms = 1500\n\
+            "[node]\nhandover_socket = \"handover.sock\"\nhandover_linger_ms = 3000\n\
              [admin]\naddr = \"{admin}\"\n"
         ),
         2,

@@ -158,6 +158,9 @@ pub(super) async fn stream_request_body(
     up: &mut TcpStream,
     body: &mut BodyState,
 ) -> Result<(), ProxyError> {
+    if body.complete {
+        return Ok(());
+    }
     debug_assert_eq!(
         c.rbuf.len(),
         body.buffered_end,
@@ -213,8 +216,15 @@ pub(super) async fn stream_request_body(
         };
         c.rec.rx += n as u64;
         let (k, done) = body.take(&buf[..n])?;
-        // Kept before it is written: a write that fails leaves it for the next attempt.
+        // Kept before it is written: a write that fails leaves it for the next attempt. The
+        // body's end is recorded before the write too, so that a retry after a failed last
+        // write does not wait for body bytes the client already sent, and a pipelined request
+        // behind it is kept.
         body.retain(&buf[..k]);
+        if done {
+            c.rbuf.extend_from_slice(&buf[k..n]);
+            body.complete = true;
+        }
         if k > 0 {
             let write = up.write_all(buf.slice(0..k));
             match monoio::time::timeout(w.cfg.timeouts.send(), write).await {
@@ -224,8 +234,6 @@ pub(super) async fn stream_request_body(
             }
         }
         if done {
-            c.rbuf.extend_from_slice(&buf[k..n]);
-            body.complete = true;
             w.give_buf(buf);
             return Ok(());
         }

@@ -139,7 +139,9 @@ pub(super) async fn relay_response(
         }
     };
     c.rec.upstream_answered();
-    if let Some(sent) = d.sent_at {
+    // A 5xx says nothing about the server's speed (a server failing fast must not look
+    // fast to the balancer); ejection deals with it.
+    if let Some(sent) = d.sent_at.filter(|_| rh.status < 500) {
         let now = std::time::Instant::now();
         w.upstreams.observe(gate.flight, now - sent, now);
     }
@@ -151,7 +153,10 @@ pub(super) async fn relay_response(
     if rh.status == 101 {
         // A switch only to a protocol the request offered: anything else would open a tunnel
         // past the listener's upgrade rules. The upstream connection is dropped with `up`.
-        let why = if c.upgrade_offer.is_empty() {
+        let why = if d.force_close {
+            // The request was not sent whole: its rest would go into the tunnel.
+            Some("101 before the request body was taken")
+        } else if c.upgrade_offer.is_empty() {
             Some("101 without an upgrade request")
         } else if !upgrade::switched_to_offered(&ubuf, &c.resp_fields, &c.upgrade_offer) {
             Some("101 to a protocol the request did not offer")

@@ -163,8 +163,26 @@ fn webhook(field: &str, v: &Value, notes: &mut Vec<String>) -> Result<Option<Web
         ));
     }
     let doc = WebhookDoc::deserialize(&a.action).map_err(|e| format!("{field}: {e}"))?;
-    if doc.method.is_empty() {
-        return Err(format!("{field}: Method is required"));
+    if !crate::http::fields::is_token(doc.method.as_bytes()) {
+        return Err(format!(
+            "{field}: Method {:?} is not a method name",
+            doc.method
+        ));
+    }
+    if doc.url.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+        return Err(format!(
+            "{field}: URL {:?} holds a space or a control byte",
+            doc.url
+        ));
+    }
+    if doc
+        .headers
+        .keys()
+        .any(|k| k.eq_ignore_ascii_case("host") || k.eq_ignore_ascii_case("content-length"))
+    {
+        return Err(format!(
+            "{field}: Headers may not set Host or Content-Length"
+        ));
     }
     let lower = doc.url.to_ascii_lowercase();
     if lower.starts_with("https://") {
@@ -211,9 +229,10 @@ impl BreakerSpec {
                 "response" => {
                     let r = ResponseDoc::deserialize(&a.action)
                         .map_err(|e| format!("Fallback: {e}"))?;
-                    if !(200..=599).contains(&r.status_code) {
+                    if !(200..=599).contains(&r.status_code) || matches!(r.status_code, 204 | 304) {
                         return Err(format!(
-                            "Fallback: StatusCode {} must be between 200 and 599",
+                            "Fallback: StatusCode {} must be between 200 and 599, and not 204 \
+                             or 304 (which carry no body)",
                             r.status_code
                         ));
                     }

@@ -162,6 +162,9 @@ fn errors_name_the_byte_where_they_are() {
         ("Up() Up()", 5, "expected"),
         ("F(1 2)", 4, "expected \",\" or \")\""),
     ];
+    let deep = format!("{}Up(){}", "(".repeat(10_000), ")".repeat(10_000));
+    let err = parse::<Test>(&deep).unwrap_err();
+    assert!(err.message.contains("nested"), "{err}");
     for (text, at, needle) in cases {
         let err = parse::<Test>(text).unwrap_err();
         assert_eq!(err.position, *at, "{text:?}: {err}");
