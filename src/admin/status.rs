@@ -250,6 +250,7 @@ pub fn render(state: &AdminState) -> Value {
                         "ejection_left_ms": h.penalty_left(now),
                         "ejections": h.ejections(),
                         "latency_ms": (rtt > 0).then(|| rtt as f64 / 1000.0),
+                        "inflight": h.inflight(),
                         "weight": s.weight,
                     })
                 })

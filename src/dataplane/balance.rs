@@ -26,6 +26,8 @@ pub struct Load {
     pub ewma: PeakEwma,
     health: Arc<ServerHealth>,
     used: Instant,
+    /// Requests in flight as last added to the server's node-wide count.
+    published: u32,
 }
 
 /// The server chosen for an attempt.
@@ -258,6 +260,7 @@ impl Upstreams {
             ewma: PeakEwma::default(),
             health: server.health.clone(),
             used: now,
+            published: 0,
         });
         l.ewma.inflight += 1;
         l.used = now;
@@ -332,6 +335,12 @@ impl Upstreams {
         self.load.borrow_mut().retain(|_, l| {
             if let Some(rtt) = l.ewma.rtt(ns) {
                 l.health.set_rtt_estimate_us((rtt / 1000.0) as u64);
+            }
+            let now_in_flight = l.ewma.inflight;
+            if now_in_flight != l.published {
+                l.health
+                    .add_inflight(i64::from(now_in_flight) - i64::from(l.published));
+                l.published = now_in_flight;
             }
             l.ewma.inflight > 0 || now.saturating_duration_since(l.used) < FORGET_AFTER
         });

@@ -72,6 +72,9 @@ pub struct ServerHealth {
     ejections: AtomicU64,
     /// The balancer's latency estimate, µs, as the worker that last reported saw it (0: none).
     rtt_estimate_us: AtomicU64,
+    /// Requests in flight to the server, summed over workers from their last report (workers
+    /// add the change since their previous report once a second; p2c_ewma only).
+    inflight: AtomicU64,
 }
 
 impl ServerHealth {
@@ -118,6 +121,16 @@ impl ServerHealth {
     /// The balancer's estimate of the server's response time, µs (0 before any).
     pub fn rtt_estimate_us(&self) -> u64 {
         self.rtt_estimate_us.load(Ordering::Relaxed)
+    }
+
+    /// Requests in flight as the workers last reported them.
+    pub fn inflight(&self) -> u64 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// A worker's change of its requests in flight since its last report.
+    pub fn add_inflight(&self, delta: i64) {
+        self.inflight.fetch_add(delta as u64, Ordering::Relaxed);
     }
 
     /// A worker's balancer estimate, published on its tick.

@@ -589,3 +589,48 @@ fn throttle_rejections_are_counted_by_middleware() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_grafana_dashboard_queries_only_families_a_node_exports() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/ringway.json"),
+    )
+    .expect("deploy/grafana/ringway.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let mut exprs = Vec::new();
+    for p in dashboard["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().expect("targets") {
+            exprs.push(t["expr"].as_str().expect("an expr").to_string());
+        }
+    }
+    assert!(exprs.len() >= 9);
+    let origin = Origin::ok();
+    let (admin, extra) = with_admin("");
+    let rw = Ringway::start(
+        &routes_json(&[("b1", &[origin.addr])], &[("one", "b1", "Path(`/one`)")]),
+        &extra,
+    );
+    assert_eq!(get(rw.addr, "/one").status, 200);
+    std::thread::sleep(Duration::from_millis(120));
+    let scrape = scrape(admin);
+    let families: std::collections::BTreeSet<&str> = scrape
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    for e in &exprs {
+        let mut rest = e.as_str();
+        while let Some(i) = rest.find("ringway_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = name.trim_end_matches("_bucket");
+            assert!(
+                families.contains(family),
+                "{family} (in {e}) is not exported: {families:?}"
+            );
+            rest = &rest[i + name.len()..];
+        }
+    }
+}
