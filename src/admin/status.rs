@@ -251,6 +251,7 @@ pub fn render(state: &AdminState) -> Value {
                         "ejections": h.ejections(),
                         "latency_ms": (rtt > 0).then(|| rtt as f64 / 1000.0),
                         "inflight": h.inflight(),
+                        "pool_reuse": h.pool_reuse(),
                         "weight": s.weight,
                     })
                 })

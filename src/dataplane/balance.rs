@@ -28,6 +28,9 @@ pub struct Load {
     used: Instant,
     /// Requests in flight as last added to the server's node-wide count.
     published: u32,
+    /// Requests sent on pooled and on new connections since the last report.
+    reused: u64,
+    fresh: u64,
 }
 
 /// The server chosen for an attempt.
@@ -39,10 +42,14 @@ pub struct Pick<'t> {
     pub probe: bool,
 }
 
-/// An attempt in flight, counted in the server's load while it lasts (p2c only).
+/// An attempt in flight, counted in the server's load while it lasts.
 pub struct InFlight<'u> {
     upstreams: &'u Upstreams,
     addr: Option<SocketAddr>,
+    /// Its response is timed for the balancer (p2c_ewma on a backend of several servers).
+    timed: bool,
+    /// Whether its request went out on a pooled connection, once known.
+    reused: std::cell::Cell<Option<bool>>,
 }
 
 impl Drop for InFlight<'_> {
@@ -50,6 +57,11 @@ impl Drop for InFlight<'_> {
         if let Some(addr) = self.addr {
             if let Some(l) = self.upstreams.load.borrow_mut().get_mut(&addr) {
                 l.ewma.inflight = l.ewma.inflight.saturating_sub(1);
+                match self.reused.get() {
+                    Some(true) => l.reused += 1,
+                    Some(false) => l.fresh += 1,
+                    None => {}
+                }
             }
         }
     }
@@ -249,30 +261,36 @@ impl Upstreams {
     /// Count an attempt on `server` in its load until the guard drops (p2c on a backend of
     /// more than one server; otherwise nothing is tracked).
     pub fn begin(&self, backend: &Backend, server: &Server, now: Instant) -> InFlight<'_> {
-        if self.settings.balancer != Balancer::P2cEwma || backend.servers.len() < 2 {
-            return InFlight {
-                upstreams: self,
-                addr: None,
-            };
-        }
         let mut load = self.load.borrow_mut();
         let l = load.entry(server.addr).or_insert_with(|| Load {
             ewma: PeakEwma::default(),
             health: server.health.clone(),
             used: now,
             published: 0,
+            reused: 0,
+            fresh: 0,
         });
         l.ewma.inflight += 1;
         l.used = now;
         InFlight {
             upstreams: self,
             addr: Some(server.addr),
+            timed: self.settings.balancer == Balancer::P2cEwma && backend.servers.len() > 1,
+            reused: std::cell::Cell::new(None),
         }
+    }
+
+    /// The attempt's request went out on a pooled (`reused`) or a new connection (counted
+    /// when the attempt ends).
+    pub fn count_connection(flight: &InFlight<'_>, reused: bool) {
+        flight.reused.set(Some(reused));
     }
 
     /// The attempt's response head arrived `rtt` after its request went out.
     pub fn observe(&self, flight: &InFlight<'_>, rtt: Duration, now: Instant) {
-        let Some(addr) = flight.addr else { return };
+        let Some(addr) = flight.addr.filter(|_| flight.timed) else {
+            return;
+        };
         let ns = self.ns(now);
         if let Some(l) = self.load.borrow_mut().get_mut(&addr) {
             l.ewma.observe(rtt.as_nanos() as u64, ns);
@@ -281,7 +299,7 @@ impl Upstreams {
 
     /// Whether attempts on this backend are timed for the balancer.
     pub fn timed(flight: &InFlight<'_>) -> bool {
-        flight.addr.is_some()
+        flight.timed
     }
 
     /// The attempt got an answer that was not a 5xx.
@@ -341,6 +359,10 @@ impl Upstreams {
                 l.health
                     .add_inflight(i64::from(now_in_flight) - i64::from(l.published));
                 l.published = now_in_flight;
+            }
+            if l.reused + l.fresh > 0 {
+                l.health.add_connections(l.reused, l.fresh);
+                (l.reused, l.fresh) = (0, 0);
             }
             l.ewma.inflight > 0 || now.saturating_duration_since(l.used) < FORGET_AFTER
         });
@@ -507,10 +529,11 @@ mod tests {
             assert_eq!(u.load.borrow()[&b.servers[0].addr].ewma.inflight, 2);
         }
         assert_eq!(u.load.borrow()[&b.servers[0].addr].ewma.inflight, 0);
-        // Round-robin, or a single server, tracks nothing.
+        // A single server is counted but not timed (nothing to balance).
         let one = backend(&[("127.0.0.1:9", 1)]);
         let f = u.begin(&one, &one.servers[0], now);
         assert!(!Upstreams::timed(&f));
+        assert_eq!(u.load.borrow()[&one.servers[0].addr].ewma.inflight, 1);
     }
 
     #[test]

@@ -339,6 +339,7 @@ async fn attempt(
         }
     };
     w.stats.upstream_request(reused);
+    Upstreams::count_connection(gate.flight, reused);
 
     // Head plus the body bytes that came with it, in one writev.
     let g = build_upstream_head(c, w, head, target, body);

@@ -75,6 +75,9 @@ pub struct ServerHealth {
     /// Requests in flight to the server, summed over workers from their last report (workers
     /// add the change since their previous report once a second; p2c_ewma only).
     inflight: AtomicU64,
+    /// Requests sent on pooled and on new connections, summed over workers' reports.
+    reused: AtomicU64,
+    fresh: AtomicU64,
 }
 
 impl ServerHealth {
@@ -131,6 +134,21 @@ impl ServerHealth {
     /// A worker's change of its requests in flight since its last report.
     pub fn add_inflight(&self, delta: i64) {
         self.inflight.fetch_add(delta as u64, Ordering::Relaxed);
+    }
+
+    /// A worker's counts of requests sent on pooled and new connections since its last report.
+    pub fn add_connections(&self, reused: u64, fresh: u64) {
+        self.reused.fetch_add(reused, Ordering::Relaxed);
+        self.fresh.fetch_add(fresh, Ordering::Relaxed);
+    }
+
+    /// Share of requests sent on a pooled connection (`None` before any request).
+    pub fn pool_reuse(&self) -> Option<f64> {
+        let (r, f) = (
+            self.reused.load(Ordering::Relaxed),
+            self.fresh.load(Ordering::Relaxed),
+        );
+        (r + f > 0).then(|| r as f64 / (r + f) as f64)
     }
 
     /// A worker's balancer estimate, published on its tick.

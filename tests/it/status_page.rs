@@ -68,6 +68,12 @@ fn status_json_has_the_node_frontend_rates_and_server_states() {
             .map(|v| v["state"].as_str().unwrap().to_string())
     };
     assert_eq!(state(live.addr).as_deref(), Some("up"));
+    let live_row = servers
+        .iter()
+        .find(|v| v["addr"] == live.addr.to_string())
+        .unwrap();
+    assert!(live_row["pool_reuse"].as_f64() > Some(0.5), "{live_row}");
+    assert_eq!(live_row["inflight"], 0, "{live_row}");
     assert_eq!(state(dead.addr()).as_deref(), Some("ejected"));
     let problems = s["problems"].to_string();
     assert!(
