@@ -11,7 +11,8 @@
 //! counts to the shared window on their 50 ms tick, and the first worker whose tick finds
 //! the check due (at most once per `CheckPeriod`) evaluates the condition and makes the
 //! transition, which every worker sees on its next request. The shared window sits behind a
-//! mutex that only ticks take.
+//! mutex that only ticks take. Outcomes of requests that were in flight when the breaker
+//! tripped reach the window after it was cleared (at most one tick's worth).
 
 pub mod condition;
 pub mod spec;

@@ -188,7 +188,8 @@ impl ServerHealth {
 
     /// A request failed on this server. `siblings` gives (servers out, servers) of the
     /// backend, asked only when an ejection is due. Returns the penalty when this failure
-    /// ejected the server.
+    /// ejected the server. Two servers of one backend ejected in the same instant (by two
+    /// workers) can take the backend one past `max_percent`.
     pub fn failure(
         &self,
         now: u64,
