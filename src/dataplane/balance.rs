@@ -297,6 +297,20 @@ impl Upstreams {
         }
     }
 
+    /// The attempt failed on the network (refused, reset or timed out): the server is
+    /// charged at least `floor` (the connect deadline) as if it had answered that slowly, so
+    /// p2c stops choosing it at once instead of only when ejection takes it out. A refused
+    /// connection fails fast and must not make the server look fast.
+    pub fn penalise(
+        &self,
+        flight: &InFlight<'_>,
+        elapsed: Duration,
+        floor: Duration,
+        now: Instant,
+    ) {
+        self.observe(flight, elapsed.max(floor), now);
+    }
+
     /// Whether attempts on this backend are timed for the balancer.
     pub fn timed(flight: &InFlight<'_>) -> bool {
         flight.timed
@@ -455,6 +469,32 @@ mod tests {
         heavy.extend((0..2).map(|_| u.begin(&b, &b.servers[1], now)));
         assert_eq!(port(u.pick(&b, &[], now)), 1);
         drop((light, heavy));
+    }
+
+    #[test]
+    fn p2c_stops_choosing_a_server_whose_connections_fail_before_it_is_ejected() {
+        let b = backend(&[("127.0.0.1:1", 1), ("127.0.0.1:2", 1), ("127.0.0.1:3", 1)]);
+        let u = ups(Balancer::P2cEwma);
+        let now = Instant::now();
+        for s in &b.servers {
+            let f = u.begin(&b, s, now);
+            u.observe(&f, Duration::from_millis(1), now);
+        }
+        // One refused connection (it failed in 50 µs) on server 3: charged the connect
+        // deadline, so every comparison that includes it now prefers the other one.
+        let f = u.begin(&b, &b.servers[2], now);
+        u.penalise(
+            &f,
+            Duration::from_micros(50),
+            Duration::from_millis(500),
+            now,
+        );
+        drop(f);
+        let picks = (0..300).filter(|_| port(u.pick(&b, &[], now)) == 3).count();
+        assert_eq!(
+            picks, 0,
+            "a server that just failed is not chosen over a healthy one"
+        );
     }
 
     #[test]

@@ -183,6 +183,7 @@ pub async fn proxy(
             attempts += 1;
         }
         let flight = w.upstreams.begin(be, server, now);
+        let began = now;
         let gate = RetryGate {
             flight: &flight,
             failover: &fe.settings.failover,
@@ -235,6 +236,8 @@ pub async fn proxy(
             Outcome::Failed { err, reached } => {
                 w.stats.upstream_failed(&err);
                 if err.marks_server() {
+                    let floor = be.settings.dial_timeout.unwrap_or(w.cfg.timeouts.connect());
+                    w.upstreams.penalise(&flight, now - began, floor, now);
                     w.upstreams.failure(be, server, now);
                 } else {
                     w.upstreams.neutral(&pick);
