@@ -346,7 +346,20 @@ async fn register(cfg: EtcdConfig, plan: Plan, once: bool) -> anyhow::Result<Exi
     }
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut lease = publish_on_new_lease(&mut client, &cfg, &plan).await?;
+    // The first publish is tried a few times: with a cluster, one request may go to a member
+    // that just went away while the others answer.
+    let mut tries = 1;
+    let mut lease = loop {
+        match publish_on_new_lease(&mut client, &cfg, &plan).await {
+            Ok(l) => break l,
+            Err(e) if tries < FIRST_PUBLISH_TRIES => {
+                tracing::warn!("{e:#}; retrying");
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let every = Duration::from_secs(plan.ttl_secs as u64) / 3;
     let mut keeper = None;
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(300)));
@@ -388,6 +401,12 @@ async fn register(cfg: EtcdConfig, plan: Plan, once: bool) -> anyhow::Result<Exi
 
 type Keeper = (etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream);
 
+/// Attempts at the first registration before `ringway register` gives up.
+const FIRST_PUBLISH_TRIES: u32 = 6;
+
+/// How etcd-client reports a keep-alive on a lease etcd does not know (any more).
+const LEASE_NOT_FOUND: &str = "lease not found";
+
 /// One keep-alive round trip. Ok(false) when etcd says the lease is gone.
 async fn keep_alive(
     client: &mut Client,
@@ -396,8 +415,19 @@ async fn keep_alive(
     keeper: &mut Option<Keeper>,
 ) -> anyhow::Result<bool> {
     if keeper.is_none() {
-        *keeper =
-            Some(deadline(cfg, "keep the lease alive", client.lease_keep_alive(lease)).await?);
+        // A new keeper on a lease etcd no longer has (it expired while etcd or the way to it
+        // was down) fails with "lease not found": that is a gone lease, not a reason to retry.
+        let opened = deadline(cfg, "keep the lease alive", async {
+            match client.lease_keep_alive(lease).await {
+                Err(etcd_client::Error::LeaseKeepAliveError(m)) if m == LEASE_NOT_FOUND => Ok(None),
+                other => other.map(Some),
+            }
+        })
+        .await?;
+        match opened {
+            Some(k) => *keeper = Some(k),
+            None => return Ok(false),
+        }
     }
     let Some((k, stream)) = keeper.as_mut() else {
         unreachable!("set just above")

@@ -216,6 +216,20 @@ impl Kv {
         });
     }
 
+    /// Revoke the lease the key `rel` is on (as etcd does when a lease expires); returns
+    /// whether the key had one.
+    pub fn revoke_lease_of(&self, rel: &str) -> bool {
+        let mut c = self.client.clone();
+        self.rt.block_on(async {
+            let resp = c.get(self.key(rel), None).await.expect("etcd get");
+            let Some(lease) = resp.kvs().first().map(|kv| kv.lease()).filter(|l| *l != 0) else {
+                return false;
+            };
+            c.lease_revoke(lease).await.expect("lease revoke");
+            true
+        })
+    }
+
     /// Many puts in flight at once, `concurrency` at a time.
     pub fn put_many(&self, puts: Vec<(String, String)>, concurrency: usize) {
         self.rt.block_on(async {

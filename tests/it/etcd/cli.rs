@@ -67,6 +67,59 @@ fn register_publishes_a_route_and_sigterm_revokes_the_server_at_once() {
 }
 
 #[test]
+fn register_publishes_again_when_its_lease_was_lost_while_etcd_was_away() {
+    // etcd drops a lease that nobody could keep alive (an outage or a partition longer than
+    // the TTL); the instance must come back by itself once etcd answers again.
+    let origin = Origin::ok();
+    let mut etcd = EtcdServer::start();
+    let rw = Ringway::start_etcd(TempDir::new("node"), &etcd.endpoint(), false, "");
+    let dir = TempDir::new("register");
+    let log = std::fs::File::create(dir.0.join("register.log")).unwrap();
+    let mut child = Command::new(ringway_bin())
+        .args(["register", "--etcd", &etcd.endpoint(), "--backend", "svc"])
+        .args(["--server-id", "i1", "--url"])
+        .arg(format!("http://{}", origin.addr))
+        .args(["--frontend", "svc=PathPrefix(`/svc`)", "--ttl", "6s"])
+        .args(["--dial-timeout", "500ms"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start ringway register");
+    let reg_log = || std::fs::read_to_string(dir.0.join("register.log")).unwrap_or_default();
+    await_status(&rw, "/svc/a", 200, PROPAGATION, "registered route");
+
+    // etcd goes away long enough for a keep-alive round (every 2 s) to fail...
+    etcd.kill();
+    std::thread::sleep(Duration::from_millis(3_000));
+    etcd.restart();
+    // ...and comes back without the lease.
+    let kv = etcd.kv();
+    assert!(
+        kv.revoke_lease_of("backends/svc/servers/i1"),
+        "{}",
+        reg_log()
+    );
+    assert_eq!(kv.get("backends/svc/servers/i1"), None);
+    let back = super::eventually(Duration::from_secs(15), || {
+        kv.get("backends/svc/servers/i1").is_some()
+    });
+    assert!(
+        back.is_some(),
+        "the server key was not published again:\n{}",
+        reg_log()
+    );
+    await_status(
+        &rw,
+        "/svc/a",
+        200,
+        PROPAGATION,
+        "route after re-registering",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
 fn register_once_is_idempotent_and_an_unreachable_etcd_is_named() {
     let origin = Origin::ok();
     let etcd = EtcdServer::start();
