@@ -1,0 +1,686 @@
+#!/usr/bin/env python3
+"""The mesh lab: hosts as network namespaces, a 3-member etcd cluster, one ringway per host,
+service instances published with `ringway register`, load through every host's local ringway.
+
+Run through bench/mesh/run (needs root). Every namespace it creates is named `rwlab-*` and is
+removed again on exit, on error and on SIGINT/SIGTERM; a run first removes any left by a run that
+was killed outright.
+
+Topology (addresses exist only inside the lab's namespaces):
+
+    rwlab-sw      a bridge joining the hosts (10.213.0.0/24)
+    rwlab-h1..h4  hosts 10.213.0.1-4; etcd members on h1-h3; ringway on each (mesh listener
+                  127.0.0.1:9003, admin 127.0.0.1:9090: each host has its own loopback)
+    rwlab-inet    "the internet": reaches only h4 (10.214.0.1 <-> 10.214.0.2), where h4's ringway
+                  also has an edge listener exposing /api/users/ as the mesh route /users/
+"""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+PY = sys.executable
+PREFIX = "rwlab-"
+HOSTS = ["h1", "h2", "h3", "h4"]
+ETCD_HOSTS = ["h1", "h2", "h3"]
+SUBNET = "10.213.0"
+EDGE_ADDR = "10.214.0.2"
+# service -> (port, hosts running an instance)
+SERVICES = {"users": (5001, ["h1", "h2", "h3"]), "orders": (5002, ["h2", "h3"]),
+            "late": (5003, []), "later": (5004, []),
+            "revived": (5005, [])}  # registered only during a scenario
+
+
+def ns(host):
+    return PREFIX + host
+
+
+def addr(host):
+    return f"{SUBNET}.{HOSTS.index(host) + 1}"
+
+
+def sh(*cmd, check=True):
+    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
+class Lab:
+    def __init__(self, binary, workdir):
+        self.binary = binary
+        self.dir = workdir
+        self.procs = {}  # name -> Popen
+
+    # ---------------------------------------------------------------- topology
+    @staticmethod
+    def remove_namespaces():
+        out = sh("ip", "netns", "list", check=False).stdout
+        for line in out.splitlines():
+            name = line.split()[0] if line.split() else ""
+            if name.startswith(PREFIX):
+                sh("ip", "netns", "del", name, check=False)
+
+    def build(self):
+        self.remove_namespaces()
+        sw = ns("sw")
+        sh("ip", "netns", "add", sw)
+        sh("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", sw, "link", "set", "br0", "up")
+        for i, host in enumerate(HOSTS, 1):
+            h = ns(host)
+            sh("ip", "netns", "add", h)
+            sh("ip", "-n", h, "link", "set", "lo", "up")
+            sh("ip", "-n", sw, "link", "add", f"p{i}", "type", "veth", "peer", "name", "eth0",
+               "netns", h)
+            sh("ip", "-n", sw, "link", "set", f"p{i}", "master", "br0", "up")
+            sh("ip", "-n", h, "addr", "add", f"{addr(host)}/24", "dev", "eth0")
+            sh("ip", "-n", h, "link", "set", "eth0", "up")
+        inet = ns("inet")
+        sh("ip", "netns", "add", inet)
+        sh("ip", "-n", inet, "link", "set", "lo", "up")
+        sh("ip", "-n", inet, "link", "add", "eth0", "type", "veth", "peer", "name", "up0",
+           "netns", ns("h4"))
+        sh("ip", "-n", inet, "addr", "add", "10.214.0.1/30", "dev", "eth0")
+        sh("ip", "-n", inet, "link", "set", "eth0", "up")
+        sh("ip", "-n", ns("h4"), "addr", "add", f"{EDGE_ADDR}/30", "dev", "up0")
+        sh("ip", "-n", ns("h4"), "link", "set", "up0", "up")
+
+    # ---------------------------------------------------------------- processes
+    def spawn(self, name, host, cmd, env=None):
+        log = open(os.path.join(self.dir, f"{name}.log"), "a")
+        full_env = dict(os.environ, **(env or {}))
+        p = subprocess.Popen(["ip", "netns", "exec", ns(host)] + cmd, stdout=log,
+                             stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+        self.procs[name] = p
+        return p
+
+    def signal(self, name, sig):
+        p = self.procs.get(name)
+        if p and p.poll() is None:
+            os.killpg(p.pid, sig)
+
+    def stop_all(self):
+        for name in list(self.procs):
+            self.signal(name, signal.SIGTERM)
+        deadline = time.time() + 5
+        for p in self.procs.values():
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def etcd_endpoints(self):
+        return [f"http://{addr(h)}:2379" for h in ETCD_HOSTS]
+
+    def start_etcd(self, wait=True, hosts=ETCD_HOSTS):
+        cluster = ",".join(f"e{h}=http://{addr(h)}:2380" for h in ETCD_HOSTS)
+        for h in hosts:
+            a = addr(h)
+            self.spawn(f"etcd-{h}", h, [
+                "etcd", "--name", f"e{h}", "--data-dir", os.path.join(self.dir, f"etcd-{h}"),
+                "--listen-client-urls", f"http://{a}:2379",
+                "--advertise-client-urls", f"http://{a}:2379",
+                "--listen-peer-urls", f"http://{a}:2380",
+                "--initial-advertise-peer-urls", f"http://{a}:2380",
+                "--initial-cluster", cluster, "--initial-cluster-state", "new",
+                "--initial-cluster-token", "ringway-lab",
+                "--heartbeat-interval", "100", "--election-timeout", "1000"])
+        for h in hosts if wait else []:
+            self.wait_http(h, f"http://{addr(h)}:2379/health", 30, f"etcd on {h}")
+
+    def profile(self, host):
+        endpoints = ", ".join(f'"{e}"' for e in self.etcd_endpoints())
+        edge = ""
+        if host == "h4":
+            edge = f"""
+[[listener]]
+name = "public"
+addr = "{EDGE_ADDR}:8080"
+role = "edge"
+
+[[listener.expose]]
+prefix = "/api/users/"
+methods = ["GET", "POST"]
+rewrite = "/users/"
+"""
+        text = f"""# mesh lab node {host} (generated by bench/mesh/lab.py)
+[node]
+workers = 1
+pin_workers = false
+handover_socket = "{self.dir}/handover-{host}.sock"
+
+[[listener]]
+name = "mesh"
+addr = "127.0.0.1:9003"
+role = "mesh"
+{edge}
+[routes]
+source = "etcd"
+snapshot = "{self.dir}/routes-{host}.json"
+
+[etcd]
+endpoints = [{endpoints}]
+prefix = "/vulcand"
+
+[admin]
+addr = "127.0.0.1:9090"
+
+[timeouts]
+connect_ms = 500
+upstream_read_ms = 2000      # lab services answer in about a millisecond
+
+[log]
+level = "info"
+"""
+        path = os.path.join(self.dir, f"ringway-{host}.toml")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def start_ringways(self, hosts=HOSTS):
+        for h in hosts:
+            self.spawn(f"ringway-{h}", h, [self.binary, "run", "--profile", self.profile(h)])
+        for h in hosts:
+            self.wait_http(h, "http://127.0.0.1:9090/readyz", 30, f"ringway on {h}")
+
+    def start_instance(self, service, host, tag="", port=None):
+        port = port or SERVICES[service][0]
+        name = f"{service}-{host}{tag}"
+        self.spawn(name, host, [PY, os.path.join(HERE, "service.py"), "--addr", addr(host),
+                                "--port", str(port), "--name", name])
+        self.wait_http(host, f"http://{addr(host)}:{port}/", 10, name)
+        reg = [self.binary, "register", "--backend", service, "--url",
+               f"http://{addr(host)}:{port}", "--server-id", name,
+               "--frontend", f"{service}=PathPrefix(`/{service}/`)", "--ttl", "3s"]
+        for e in self.etcd_endpoints():
+            reg += ["--etcd", e]
+        self.spawn(f"register-{name}", host, reg)
+        return name
+
+    def wait_http(self, host, url, seconds, what):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            r = sh("ip", "netns", "exec", ns(host), PY, "-c",
+                   "import sys,urllib.request\n"
+                   f"try: urllib.request.urlopen('{url}', timeout=1); sys.exit(0)\n"
+                   "except Exception as e: sys.exit(1)", check=False)
+            if r.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise SystemExit(f"mesh lab: {what} did not answer {url} within {seconds} s "
+                         f"(logs in {self.dir})")
+
+    def wait_routes_on(self, host, paths, seconds):
+        for p in paths:
+            self.wait_http(host, f"http://127.0.0.1:9003{p}", seconds, f"route {p} on {host}")
+
+    def wait_routes(self, paths, seconds):
+        for h in HOSTS:
+            for p in paths:
+                self.wait_http(h, f"http://127.0.0.1:9003{p}", seconds, f"route {p} on {h}")
+
+    # ---------------------------------------------------------------- load
+    def drive(self, name, seconds, rate, hosts, paths, edge=False):
+        """Run one driver per host (and one from the internet through the edge); return rows."""
+        return self.collect(self.start_drive(name, seconds, rate, hosts, paths, edge), seconds)
+
+    def start_drive(self, name, seconds, rate, hosts, paths, edge=False):
+        drivers = []
+        for h in hosts:
+            out = os.path.join(self.dir, f"{name}-{h}.jsonl")
+            p = subprocess.Popen(["ip", "netns", "exec", ns(h), PY,
+                                  os.path.join(HERE, "driver.py"), "--target", "127.0.0.1:9003",
+                                  "--paths", ",".join(paths), "--seconds", str(seconds),
+                                  "--rate", str(rate), "--out", out])
+            drivers.append((h, out, p))
+        if edge:
+            out = os.path.join(self.dir, f"{name}-internet.jsonl")
+            p = subprocess.Popen(["ip", "netns", "exec", ns("inet"), PY,
+                                  os.path.join(HERE, "driver.py"), "--target",
+                                  f"{EDGE_ADDR}:8080", "--paths", "/api/users/e",
+                                  "--seconds", str(seconds), "--rate", str(rate / 2),
+                                  "--out", out])
+            drivers.append(("internet", out, p))
+        return drivers
+
+    @staticmethod
+    def collect(drivers, seconds):
+        rows = []
+        for h, out, p in drivers:
+            if p.wait(seconds + 30) != 0:
+                raise SystemExit(f"mesh lab: the load driver on {h} failed")
+            with open(out) as f:
+                for line in f:
+                    row = json.loads(line)
+                    row["from"] = h
+                    rows.append(row)
+        return rows
+
+
+def quantile(values, q):
+    if not values:
+        return None
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(q * len(s)))], 2)
+
+
+def summarize(name, rows, extra=None):
+    failed = [r for r in rows if r["status"] != 200]
+    result = {
+        "name": name,
+        "requests": len(rows),
+        "failed": len(failed),
+        "failed_idempotent": sum(1 for r in failed if r["method"] == "GET"),
+        "p50_ms": quantile([r["ms"] for r in rows], 0.50),
+        "p99_ms": quantile([r["ms"] for r in rows], 0.99),
+        "settle_ms": None,
+    }
+    result.update(extra or {})
+    result["errors"] = sorted({f"{r['status']} {r['error']}".strip() for r in failed})[:5]
+    return result
+
+
+def cross_node(lab, seconds):
+    """Every host calls every service through its own ringway; the internet calls the edge."""
+    rows = lab.drive("cross-node", seconds, 60, HOSTS, ["/users/x", "/orders/y"], edge=True)
+    spread = {}
+    for r in rows:
+        if r["status"] == 200:
+            service = r["instance"].split("-")[0]
+            spread.setdefault(service, {}).setdefault(r["instance"], 0)
+            spread[service][r["instance"]] += 1
+    expected = {s: sorted(f"{s}-{h}" for h in hosts) for s, (_, hosts) in SERVICES.items()}
+    missing = [i for s, names in expected.items() for i in names if i not in spread.get(s, {})]
+    result = summarize("cross-node", rows, {"spread": spread})
+    problems = []
+    if result["failed"]:
+        problems.append(f"{result['failed']} failed requests")
+    if missing:
+        problems.append(f"instances that answered nothing: {', '.join(missing)}")
+    froms = {r["from"] for r in rows if r["status"] == 200}
+    for h in HOSTS + ["internet"]:
+        if h not in froms:
+            problems.append(f"no answered request from {h}")
+    result["problems"] = problems
+    return result
+
+
+def routes_servers(lab, host):
+    """The table of the ringway on `host` as JSON text (its admin /routes)."""
+    r = sh("ip", "netns", "exec", ns(host), PY, "-c",
+           "import urllib.request,sys;"
+           "sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:9090/routes',"
+           "timeout=2).read().decode())", check=False)
+    return r.stdout
+
+
+def instance_crash(lab, seconds):
+    """kill -9 one instance and its register sidecar under load."""
+    seconds = max(seconds, 6)
+    drivers = lab.start_drive("instance-crash", seconds, 80, HOSTS, ["/users/c"])
+    time.sleep(seconds / 3)
+    victim = "users-h3"
+    killed_at = time.time()
+    lab.signal(victim, signal.SIGKILL)
+    lab.signal(f"register-{victim}", signal.SIGKILL)
+    lab.procs[victim].wait(5)
+    dead_at = time.time()  # the process is gone (its sockets closed) by now
+    rows = lab.collect(drivers, seconds)
+    # every table drops the dead server once its lease (3 s) expires
+    gone_after = None
+    deadline = killed_at + 15
+    while time.time() < deadline:
+        if all(f'"{victim}"' not in routes_servers(lab, h) for h in HOSTS):
+            gone_after = round((time.time() - killed_at) * 1000)
+            break
+        time.sleep(0.2)
+    # a POST the instance may have taken before it died: started before it was gone and not
+    # answered before the kill
+    in_flight_posts = sum(1 for r in rows if r["method"] == "POST"
+                          and r["t"] <= dead_at and r["t"] + r["ms"] / 1000 >= killed_at)
+    result = summarize("instance-crash", rows, {
+        "posts_in_flight_at_kill": in_flight_posts, "server_gone_ms": gone_after,
+        "dying_ms": round((dead_at - killed_at) * 1000, 1)})
+    answered_after = [r for r in rows if r["status"] == 200 and r["t"] > killed_at + 0.5]
+    problems = []
+    if result["failed_idempotent"]:
+        problems.append(f"{result['failed_idempotent']} failed GETs")
+    failed_posts = result["failed"] - result["failed_idempotent"]
+    if failed_posts > in_flight_posts:
+        problems.append(f"{failed_posts} failed POSTs, {in_flight_posts} in flight at the kill")
+    if gone_after is None:
+        problems.append(f"{victim} still in a route table 15 s after the kill")
+    if not answered_after:
+        problems.append("nothing answered after the kill")
+    result["problems"] = problems
+    # bring the instance back for the scenarios after this one
+    lab.start_instance("users", "h3")
+    return result
+
+
+def wait_in_tables(lab, server, present, seconds=10):
+    """Wait until `server` is in (or gone from) the route table of every node; return ms."""
+    start = time.time()
+    while time.time() < start + seconds:
+        if all((f'"{server}"' in routes_servers(lab, h)) == present for h in HOSTS):
+            return round((time.time() - start) * 1000)
+        time.sleep(0.1)
+    raise SystemExit(f"mesh lab: {server} {'never reached' if present else 'never left'} "
+                     f"every node's table within {seconds} s")
+
+
+def rolling_release(lab, seconds):
+    """users (3 instances on 3 hosts) released twice: per host a new instance is registered,
+    then the old one retired (its register sidecar gets SIGTERM and revokes its lease; the
+    instance keeps serving 1 s to drain, then stops)."""
+    drive_for = max(seconds, 4) + 14
+    drivers = lab.start_drive("rolling-release", drive_for, 80, HOSTS, ["/users/r"])
+    time.sleep(1)
+    t0 = time.time()
+    current = {h: f"users-{h}" for h in SERVICES["users"][1]}
+    for release, port in (("-v2", 5011), ("-v3", 5001)):
+        for h in SERVICES["users"][1]:
+            new = lab.start_instance("users", h, tag=release, port=port)
+            wait_in_tables(lab, new, True)
+            old = current[h]
+            lab.signal(f"register-{old}", signal.SIGTERM)
+            lab.procs[f"register-{old}"].wait(10)
+            wait_in_tables(lab, old, False)
+            time.sleep(1)  # drain
+            lab.signal(old, signal.SIGTERM)
+            lab.procs[old].wait(10)
+            current[h] = new
+    released_in = round(time.time() - t0, 1)
+    rows = lab.collect(drivers, drive_for)
+    result = summarize("rolling-release", rows, {"release_s": released_in})
+    served_by_new = {r["instance"] for r in rows if r["status"] == 200
+                     and r["instance"].endswith("-v3")}
+    problems = []
+    if result["failed"]:
+        problems.append(f"{result['failed']} failed requests")
+    if len(served_by_new) != len(SERVICES["users"][1]):
+        problems.append(f"only {sorted(served_by_new)} of the last release answered")
+    if time.time() - t0 > drive_for:
+        problems.append("the load ended before the release did")
+    result["problems"] = problems
+    return result
+
+
+def etcd_outage(lab, seconds):
+    """The whole etcd cluster stops under load: every node keeps serving, a ringway restarted
+    during the outage serves from its snapshot, and after etcd returns a new route reaches
+    every node."""
+    drive_for = max(seconds, 4) + 8
+    drivers = lab.start_drive("etcd-outage", drive_for, 60, HOSTS, ["/users/o", "/orders/o"])
+    time.sleep(1)
+    for h in ETCD_HOSTS:
+        lab.signal(f"etcd-{h}", signal.SIGTERM)
+    for h in ETCD_HOSTS:
+        lab.procs[f"etcd-{h}"].wait(10)
+    down_at = time.time()
+    # restart h1's ringway while etcd is away (a handover, so its callers lose nothing): the
+    # new process must come up from its snapshot
+    old = lab.procs.pop("ringway-h1")
+    lab.start_ringways(["h1"])
+    old.wait(40)
+    restarted_serving = True
+    try:
+        lab.wait_routes_on("h1", ["/users/ready", "/orders/ready"], 10)
+    except SystemExit:
+        restarted_serving = False
+    time.sleep(max(0.0, down_at + 2 - time.time()))
+    lab.start_etcd(wait=False)
+    for h in ETCD_HOSTS:
+        lab.wait_http(h, f"http://{addr(h)}:2379/health", 30, f"etcd on {h} (restarted)")
+    back_at = time.time()
+    late = lab.start_instance("revived", "h2")
+    reached = None
+    try:
+        reached = round((time.time() - back_at) * 1000 +
+                        lab_wait_route_everywhere(lab, "/revived/x", 30))
+    except SystemExit:
+        pass
+    rows = lab.collect(drivers, drive_for)
+    outage = [r for r in rows if down_at <= r["t"] <= back_at]
+    result = summarize("etcd-outage", rows, {
+        "outage_s": round(back_at - down_at, 1), "answered_during_outage":
+        sum(1 for r in outage if r["status"] == 200), "new_route_everywhere_ms": reached})
+    problems = []
+    if result["failed"]:
+        problems.append(f"{result['failed']} failed requests")
+    if not restarted_serving:
+        problems.append("the ringway restarted during the outage did not serve its snapshot")
+    if reached is None:
+        problems.append(f"route of {late} registered after the outage did not reach every node")
+    if not result["answered_during_outage"]:
+        problems.append("nothing answered during the outage")
+    result["problems"] = problems
+    return result
+
+
+def etcd_leader(lab):
+    """The etcd host whose member leads (asked over etcd's JSON gateway from h1)."""
+    ids = {}
+    leader = None
+    for h in ETCD_HOSTS:
+        r = sh("ip", "netns", "exec", ns(h), PY, "-c",
+               "import urllib.request,sys;sys.stdout.write(urllib.request.urlopen("
+               f"urllib.request.Request('http://{addr(h)}:2379/v3/maintenance/status',"
+               "data=b'{}'),timeout=2).read().decode())", check=False)
+        if r.returncode == 0:
+            st = json.loads(r.stdout)
+            ids[st["header"]["member_id"]] = h
+            leader = st.get("leader", leader)
+    if leader not in ids:
+        raise SystemExit("mesh lab: no etcd member reports a leader")
+    return ids[leader]
+
+
+def etcd_member_loss(lab, seconds):
+    """Under load, the etcd member first in every node's endpoint list (h1's) is killed, then
+    after it is back the leader; during each loss a new service registers and its route must
+    reach every node."""
+    drive_for = max(seconds, 4) + 16
+    drivers = lab.start_drive("etcd-member-loss", drive_for, 60, HOSTS, ["/users/m", "/orders/m"])
+    time.sleep(1)
+    t0 = time.time()
+    reached = {}
+    for phase, (service, port) in (("first-endpoint", ("late", 5003)),
+                                   ("leader", ("later", 5004))):
+        victim = "h1" if phase == "first-endpoint" else etcd_leader(lab)
+        lab.signal(f"etcd-{victim}", signal.SIGKILL)
+        lab.procs[f"etcd-{victim}"].wait(10)
+        lost_at = time.time()
+        lab.start_instance(service, "h2", port=port)
+        try:
+            lab_wait_route_everywhere(lab, f"/{service}/x", 20)
+            reached[phase] = round((time.time() - lost_at) * 1000)
+        except SystemExit:
+            reached[phase] = None
+        lab.start_etcd(hosts=[victim])
+        time.sleep(1)  # the member catches up before the next loss
+    took = time.time() - t0
+    rows = lab.collect(drivers, drive_for)
+    result = summarize("etcd-member-loss", rows, {
+        "route_during_member_loss_ms": reached.get("first-endpoint"),
+        "route_during_leader_loss_ms": reached.get("leader")})
+    problems = []
+    if result["failed"]:
+        problems.append(f"{result['failed']} failed requests")
+    for phase, ms in reached.items():
+        if ms is None:
+            problems.append(f"a route registered during the {phase} loss did not reach every node")
+    if took > drive_for:
+        problems.append("the load ended before the scenario did")
+    result["problems"] = problems
+    return result
+
+
+def lab_wait_route_everywhere(lab, path, seconds):
+    start = time.time()
+    for h in HOSTS:
+        lab.wait_routes_on(h, [path], max(1, seconds - (time.time() - start)))
+    return (time.time() - start) * 1000
+
+
+STANDARD = {"name", "requests", "failed", "failed_idempotent", "p50_ms", "p99_ms", "settle_ms",
+            "errors", "problems", "spread"}
+DETAILS = {
+    "posts_in_flight_at_kill": "POSTs in flight at the fault:",
+    "dying_ms": "it took (ms) to die:",
+    "server_gone_ms": "the dead server left every table after (ms, lease TTL 3 s):",
+    "failed_posts": "POSTs lost to the silent host:",
+    "route_during_member_loss_ms": "with h1's etcd member down, a new route reached every node in (ms):",
+    "route_during_leader_loss_ms": "with the leader down, a new route reached every node in (ms):",
+    "release_s": "two releases of three instances took (s):",
+    "outage_s": "etcd was down for (s):",
+    "answered_during_outage": "requests answered during the outage:",
+    "new_route_everywhere_ms": "a route registered after etcd returned reached every node in (ms):",
+}
+
+
+def partition(host, cut):
+    """Drop every packet in and out of `host`'s lab link (nftables in its own namespace): its
+    peers see silence and time out, as with a pulled cable, not resets."""
+    if cut:
+        rules = ("table inet rwlab {\n"
+                 " chain in { type filter hook input priority 0; iifname \"eth0\" drop; }\n"
+                 " chain out { type filter hook output priority 0; oifname \"eth0\" drop; }\n"
+                 "}\n")
+        r = subprocess.run(["ip", "netns", "exec", ns(host), "nft", "-f", "-"], input=rules,
+                           capture_output=True, text=True)
+    else:
+        r = subprocess.run(["ip", "netns", "exec", ns(host), "nft", "delete", "table", "inet",
+                            "rwlab"], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"mesh lab: nft in {host} failed: {r.stderr.strip()}")
+
+
+def host_partition(lab, seconds):
+    """h3 (a users instance) is cut off silently under load from h1, h2 and h4."""
+    if not shutil.which("nft"):
+        raise SystemExit("mesh lab: host-partition needs `nft` (Debian's nftables)")
+    drive_for = max(seconds, 4) + 6
+    clients = ["h1", "h2", "h4"]
+    drivers = lab.start_drive("host-partition", drive_for, 80, clients, ["/users/p"])
+    time.sleep(drive_for / 4)
+    cut_at = time.time()
+    partition("h3", True)
+    rows = lab.collect(drivers, drive_for)
+    partition("h3", False)
+    # settled: from the cut to the end of the last request that was slow (> 100 ms), failed,
+    # or answered by the cut-off host
+    disturbed = [r["t"] + r["ms"] / 1000 for r in rows if r["t"] + r["ms"] / 1000 >= cut_at and (
+        r["status"] != 200 or r["ms"] > 100 or r["instance"] == "users-h3")]
+    settle = round((max(disturbed) - cut_at) * 1000) if disturbed else 0
+    in_flight_posts = sum(1 for r in rows if r["method"] == "POST" and r["t"] <= cut_at
+                          and r["t"] + r["ms"] / 1000 >= cut_at)
+    result = summarize("host-partition", rows, {"posts_in_flight_at_kill": in_flight_posts})
+    result["failed_posts"] = result["failed"] - result["failed_idempotent"]
+    result["settle_ms"] = settle
+    problems = []
+    # POSTs sent to the silent host before anything could tell it was gone are lost (they may
+    # have been acted on, so they are not retried); they are reported, not held to a bound
+    if result["failed_idempotent"]:
+        problems.append(f"{result['failed_idempotent']} failed GETs")
+    if settle > (drive_for - drive_for / 4) * 1000 - 1000:
+        problems.append("traffic had not settled on the other hosts by the end of the load")
+    result["problems"] = problems
+    return result
+
+
+def report(results, out_dir, quick, started, rev):
+    os.makedirs(os.path.join(out_dir, "history"), exist_ok=True)
+    doc = {"generated": started, "revision": rev, "quick": quick, "scenarios": results}
+    with open(os.path.join(out_dir, "latest.json"), "w") as f:
+        json.dump(doc, f, indent=2)
+    lines = [f"# Mesh lab ({'quick' if quick else 'full'} run, {started}, {rev})", "",
+             "`bench/mesh/run" + (" --quick" if quick else "") + "`: 4 hosts in network "
+             "namespaces, 3-member etcd cluster, one ringway per host. Failed = no answer or "
+             "not 200; idempotent = GET.", "",
+             "| scenario | requests | failed | failed idempotent | p50 ms | p99 ms | settle ms "
+             "| verdict |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        verdict = "ok" if not r["problems"] else "FAIL: " + "; ".join(r["problems"])
+        lines.append(f"| {r['name']} | {r['requests']} | {r['failed']} | "
+                     f"{r['failed_idempotent']} | {r['p50_ms']} | {r['p99_ms']} | "
+                     f"{r['settle_ms'] if r['settle_ms'] is not None else '–'} | {verdict} |")
+    for r in results:
+        details = {k: v for k, v in r.items() if k not in STANDARD}
+        if details:
+            lines += ["", f"**{r['name']}**: " + "; ".join(
+                f"{DETAILS.get(k, k)} {v}" for k, v in details.items())]
+        if r.get("spread"):
+            lines += ["", f"**{r['name']}**: answers per instance: " + "; ".join(
+                f"{s}: " + ", ".join(f"{i} {n}" for i, n in sorted(c.items()))
+                for s, c in sorted(r["spread"].items()))]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out_dir, "latest.md"), "w") as f:
+        f.write(text)
+    stamp = started.replace(":", "")[:15]
+    shutil.copy(os.path.join(out_dir, "latest.md"),
+                os.path.join(out_dir, "history", f"{stamp}-{rev}.md"))
+    return text
+
+
+SCENARIOS = {"cross-node": cross_node, "rolling-release": rolling_release,
+             "instance-crash": instance_crash, "host-partition": host_partition,
+             "etcd-member-loss": etcd_member_loss, "etcd-outage": etcd_outage}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/ringway"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/mesh"))
+    ap.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, call records)")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("mesh lab: needs root (it creates network namespaces)")
+    for tool in ("ip", "etcd"):
+        if not shutil.which(tool):
+            raise SystemExit(f"mesh lab: `{tool}` is missing (bench/mesh/run installs it)")
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rev = sh("git", "-C", ROOT, "rev-parse", "--short", "HEAD", check=False).stdout.strip()
+    workdir = tempfile.mkdtemp(prefix="ringway-mesh-lab-")
+    lab = Lab(args.binary, workdir)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    seconds = 3 if args.quick else 15
+    results = []
+    try:
+        lab.build()
+        lab.start_etcd()
+        lab.start_ringways()
+        for service, (_, hosts) in SERVICES.items():
+            for h in hosts:
+                lab.start_instance(service, h)
+        lab.wait_routes(["/users/ready", "/orders/ready"], 30)
+        for name in args.scenario or list(SCENARIOS):
+            results.append(SCENARIOS[name](lab, seconds))
+            print(f"mesh lab: {name}: {json.dumps({k: v for k, v in results[-1].items() if k != 'spread'})}",
+                  flush=True)
+    finally:
+        lab.stop_all()
+        lab.remove_namespaces()
+        if args.keep or not results:
+            print(f"mesh lab: logs and call records kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(report(results, args.out, args.quick, started, rev))
+    bad = [r["name"] for r in results if r["problems"]]
+    if bad:
+        raise SystemExit(f"mesh lab: scenarios short of their figures: {', '.join(bad)}")
+
+
+if __name__ == "__main__":
+    main()
