@@ -8,6 +8,27 @@ use crate::etcd_server::EtcdServer;
 use crate::harness::{free_port, ringway, ringway_bin, Ringway, TempDir};
 use crate::origin::Origin;
 
+/// `ringway register` of server `i1` of backend `svc` (frontend `/svc`) at `origin`, its log
+/// in `dir`/register.log.
+fn register_svc(
+    dir: &TempDir,
+    etcd: &str,
+    origin: std::net::SocketAddr,
+    extra: &[&str],
+) -> std::process::Child {
+    let log = std::fs::File::create(dir.0.join("register.log")).unwrap();
+    Command::new(ringway_bin())
+        .args(["register", "--etcd", etcd, "--backend", "svc"])
+        .args(["--server-id", "i1", "--url"])
+        .arg(format!("http://{origin}"))
+        .args(["--frontend", "svc=PathPrefix(`/svc`)"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start ringway register")
+}
+
 #[test]
 fn register_publishes_a_route_and_sigterm_revokes_the_server_at_once() {
     let origin = Origin::ok();
@@ -15,20 +36,7 @@ fn register_publishes_a_route_and_sigterm_revokes_the_server_at_once() {
     let kv = etcd.kv();
     let rw = Ringway::start_etcd(TempDir::new("node"), &etcd.endpoint(), false, "");
     let dir = TempDir::new("register");
-    let log = std::fs::File::create(dir.0.join("register.log")).unwrap();
-    let mut child = Command::new(ringway_bin())
-        .args(["register", "--etcd", &etcd.endpoint(), "--backend", "svc"])
-        .args([
-            "--server-id",
-            "i1",
-            "--url",
-            &format!("http://{}", origin.addr),
-        ])
-        .args(["--frontend", "svc=PathPrefix(`/svc`)", "--ttl", "30s"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start ringway register");
+    let mut child = register_svc(&dir, &etcd.endpoint(), origin.addr, &["--ttl", "30s"]);
     let reg_log = || std::fs::read_to_string(dir.0.join("register.log")).unwrap_or_default();
     await_status(&rw, "/svc/a", 200, PROPAGATION, "registered route");
     assert_eq!(
@@ -74,17 +82,12 @@ fn register_publishes_again_when_its_lease_was_lost_while_etcd_was_away() {
     let mut etcd = EtcdServer::start();
     let rw = Ringway::start_etcd(TempDir::new("node"), &etcd.endpoint(), false, "");
     let dir = TempDir::new("register");
-    let log = std::fs::File::create(dir.0.join("register.log")).unwrap();
-    let mut child = Command::new(ringway_bin())
-        .args(["register", "--etcd", &etcd.endpoint(), "--backend", "svc"])
-        .args(["--server-id", "i1", "--url"])
-        .arg(format!("http://{}", origin.addr))
-        .args(["--frontend", "svc=PathPrefix(`/svc`)", "--ttl", "6s"])
-        .args(["--dial-timeout", "500ms"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start ringway register");
+    let mut child = register_svc(
+        &dir,
+        &etcd.endpoint(),
+        origin.addr,
+        &["--ttl", "6s", "--dial-timeout", "500ms"],
+    );
     let reg_log = || std::fs::read_to_string(dir.0.join("register.log")).unwrap_or_default();
     await_status(&rw, "/svc/a", 200, PROPAGATION, "registered route");
 
