@@ -23,22 +23,25 @@ fn flake_nix_parses() {
     );
 }
 
+/// `ringway check --profile path` succeeds; its standard output.
+fn check_passes(path: &Path, name: &str) -> String {
+    let out = ringway(&["check", "--profile", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn file_source_profiles_in_the_repo_pass_check() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for name in ["dev.toml", "bench.toml", "reference.toml"] {
         let p = root.join("deploy/profiles").join(name);
-        let out = ringway(&["check", "--profile", p.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "{name}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("frontend"),
-            "{name} lists its frontends"
-        );
+        let stdout = check_passes(&p, name);
+        assert!(stdout.contains("frontend"), "{name} lists its frontends");
     }
 }
 
@@ -53,13 +56,7 @@ fn bench_profiles_pass_check() {
         if !name.starts_with("ringway") || !name.ends_with(".toml") || name == "ringway-10k.toml" {
             continue;
         }
-        let out = ringway(&["check", "--profile", p.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "{name}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        check_passes(&p, &name);
         checked += 1;
     }
     assert!(checked >= 6, "{checked} bench profiles checked");
