@@ -224,9 +224,10 @@ level = "info"
             self.wait_http(host, f"http://127.0.0.1:9003{p}", seconds, f"route {p} on {host}")
 
     def wait_routes(self, paths, seconds):
+        """Wait until every host serves every path, `seconds` in all."""
+        deadline = time.time() + seconds
         for h in HOSTS:
-            for p in paths:
-                self.wait_http(h, f"http://127.0.0.1:9003{p}", seconds, f"route {p} on {h}")
+            self.wait_routes_on(h, paths, max(1, deadline - time.time()))
 
     # ---------------------------------------------------------------- load
     def drive(self, name, seconds, rate, hosts, paths, edge=False):
@@ -445,8 +446,8 @@ def etcd_outage(lab, seconds):
     late = lab.start_instance("revived", "h2")
     reached = None
     try:
-        reached = round((time.time() - back_at) * 1000 +
-                        lab_wait_route_everywhere(lab, "/revived/x", 30))
+        lab.wait_routes(["/revived/x"], 30)
+        reached = round((time.time() - back_at) * 1000)
     except SystemExit:
         pass
     rows = lab.collect(drivers, drive_for)
@@ -502,7 +503,7 @@ def etcd_member_loss(lab, seconds):
         lost_at = time.time()
         lab.start_instance(service, "h2", port=port)
         try:
-            lab_wait_route_everywhere(lab, f"/{service}/x", 20)
+            lab.wait_routes([f"/{service}/x"], 20)
             reached[phase] = round((time.time() - lost_at) * 1000)
         except SystemExit:
             reached[phase] = None
@@ -523,13 +524,6 @@ def etcd_member_loss(lab, seconds):
         problems.append("the load ended before the scenario did")
     result["problems"] = problems
     return result
-
-
-def lab_wait_route_everywhere(lab, path, seconds):
-    start = time.time()
-    for h in HOSTS:
-        lab.wait_routes_on(h, [path], max(1, seconds - (time.time() - start)))
-    return (time.time() - start) * 1000
 
 
 STANDARD = {"name", "requests", "failed", "failed_idempotent", "p50_ms", "p99_ms", "settle_ms",
