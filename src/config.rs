@@ -170,6 +170,84 @@ pub struct ListenerConfig {
     /// `[limits]`/`[timeouts]` (and the stricter edge defaults).
     #[serde(default)]
     pub limits: ListenerLimits,
+    /// `[listener.tls]`: terminate TLS (HTTPS) on this listener. Default none: plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[listener.tls]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chains (PEM) and their keys (PKCS#8, PKCS#1 or SEC1 PEM), relative to the
+    /// profile's directory. The first is the default; the others are chosen by SNI from their
+    /// SAN names (exact first, then wildcard).
+    pub certificates: Vec<CertificateFiles>,
+    /// Oldest protocol version: `"1.2"` (default) or `"1.3"`.
+    #[serde(default)]
+    pub min_version: TlsMinVersion,
+    /// CA certificates (PEM) that client certificates are verified against.
+    pub client_ca: Option<PathBuf>,
+    /// `"off"`, `"optional"` or `"required"`. Default `"required"` when `client_ca` is set,
+    /// else `"off"`.
+    pub client_auth: Option<ClientAuth>,
+    /// ALPN protocols offered, in order. Default `["http/1.1"]`.
+    #[serde(default = "default_alpn")]
+    pub alpn: Vec<String>,
+    /// Time for a whole handshake from its first byte, ms. Default 10000.
+    #[serde(default = "default_handshake_ms")]
+    pub handshake_ms: u64,
+    /// Handshakes one worker runs at once (over its TLS listeners); past it, the oldest
+    /// unfinished one is closed to make room. Default 1024.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+}
+
+impl TlsConfig {
+    pub fn client_auth(&self) -> ClientAuth {
+        match (self.client_auth, &self.client_ca) {
+            (Some(a), _) => a,
+            (None, Some(_)) => ClientAuth::Required,
+            (None, None) => ClientAuth::Off,
+        }
+    }
+}
+
+/// One `{ cert = "...", key = "..." }` of `[listener.tls] certificates`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsMinVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    Off,
+    Optional,
+    Required,
+}
+
+fn default_alpn() -> Vec<String> {
+    vec!["http/1.1".into()]
+}
+
+fn default_handshake_ms() -> u64 {
+    10_000
+}
+
+fn default_max_handshakes() -> usize {
+    1024
 }
 
 /// `[[listener.expose]]`: one allow-listed path on an edge listener.

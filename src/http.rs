@@ -89,6 +89,9 @@ pub enum FieldKind {
     /// RFC 7239 `Forwarded`.
     Forwarded,
     XRequestId,
+    /// `X-Client-Cert-Subject` / `X-Client-Cert-San`: only ringway says what client
+    /// certificate a TLS listener verified; a client's own values are never forwarded.
+    ClientCert,
 }
 
 impl FieldKind {

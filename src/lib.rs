@@ -20,3 +20,4 @@ pub mod register;
 pub mod resilience;
 pub mod route;
 pub mod throttle;
+pub mod tls;

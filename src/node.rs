@@ -18,6 +18,7 @@ use crate::dataplane::{self, DataPlaneConfig, ListeningSocket, ADMIN_SOCKET};
 use crate::handover::{self, HandoverServer};
 use crate::resilience::{Effects, Registry};
 use crate::route::{compile, CompileOptions};
+use crate::tls::Terminator;
 
 /// The reloadable log filter, when logging was set up from a profile level (not `RUST_LOG`).
 static LOG_FILTER: OnceLock<
@@ -180,6 +181,9 @@ enum Ending {
 /// Serve until SIGTERM/SIGINT, or until a newer process took the listeners over. SIGHUP
 /// reloads what can be reloaded from `profile_path`.
 fn run_node(profile: Profile, profile_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    raise_open_files_limit();
+    // Certificates are read before anything binds: a bad one refuses the start.
+    let tls = load_tls(&profile, profile_path.unwrap_or(Path::new("profile")))?;
     let effects = Effects::start().context("cannot start the webhook thread")?;
     let resilience = Arc::new(Registry::new(profile.upstream.ejection(), effects));
     let routes = TableHandle::with_resilience(resilience.clone());
@@ -216,7 +220,7 @@ fn run_node(profile: Profile, profile_path: Option<&Path>) -> anyhow::Result<Exi
         signal_hook::consts::SIGHUP,
     ])
     .context("cannot install signal handlers")?;
-    let cfg = Arc::new(DataPlaneConfig::from_profile(&profile, resilience));
+    let cfg = Arc::new(DataPlaneConfig::from_profile(&profile, resilience, &tls));
     let workers = dataplane::start(cfg.clone(), routes.clone(), inherited)?;
     admin_state.serving(workers.stats());
     if let Some(socket) = admin_dup {
@@ -251,7 +255,8 @@ fn run_node(profile: Profile, profile_path: Option<&Path>) -> anyhow::Result<Exi
         .map(|d| d.to_string())
         .unwrap_or_default();
     for l in &profile.listeners {
-        tracing::info!(listener = %l.name, addr = %l.addr, role = ?l.role, "listening");
+        let scheme = if l.tls.is_some() { "https" } else { "http" };
+        tracing::info!(listener = %l.name, addr = %l.addr, role = ?l.role, scheme, "listening");
     }
     tracing::info!(workers = cfg.workers, driver = %driver, "ringway running");
 
@@ -260,7 +265,7 @@ fn run_node(profile: Profile, profile_path: Option<&Path>) -> anyhow::Result<Exi
         for sig in signals.pending() {
             if sig == signal_hook::consts::SIGHUP {
                 if let Some(path) = profile_path {
-                    reload(path, &mut current, &mut source, &routes);
+                    reload(path, &mut current, &mut source, &routes, &tls);
                 } else {
                     tracing::info!("SIGHUP ignored: this node was not started from a profile file");
                 }
@@ -302,6 +307,41 @@ fn run_node(profile: Profile, profile_path: Option<&Path>) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// Client and upstream connections each take a file descriptor: lift the soft limit on open
+/// files to the hard one (as nginx's `worker_rlimit_nofile` or systemd's `LimitNOFILE` would).
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let soft = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!(
+                    from = soft,
+                    to = lim.rlim_max,
+                    "raised the open files limit"
+                );
+            }
+        }
+    }
+}
+
+/// Each listener's TLS terminator, in profile order (`None` for plain listeners).
+fn load_tls(profile: &Profile, file: &Path) -> anyhow::Result<Vec<Option<Arc<Terminator>>>> {
+    let mut out = Vec::new();
+    for (i, l) in profile.listeners.iter().enumerate() {
+        out.push(match &l.tls {
+            Some(t) => Some(Arc::new(Terminator::load(i, t, file)?)),
+            None => None,
+        });
+    }
+    Ok(out)
+}
+
 /// SIGHUP: re-read the profile; apply `[log] level` and the routes file (`[routes] file`,
 /// `file_poll_ms`; the file is re-read even when unchanged); report every other change as
 /// needing a restart. A profile that no longer loads is refused and nothing changes.
@@ -310,6 +350,7 @@ fn reload(
     current: &mut Profile,
     source: &mut Option<RouteSource>,
     routes: &TableHandle,
+    tls: &[Option<Arc<Terminator>>],
 ) {
     let new = match Profile::load(path) {
         Ok(p) => p,
@@ -365,6 +406,24 @@ fn reload(
             }
         }
     }
+    // Certificates (and every other `[listener.tls]` key) of a TLS listener are re-read for
+    // new handshakes; a file that no longer loads keeps the running ones.
+    for (i, t) in tls.iter().enumerate() {
+        let (Some(t), Some(l)) = (t, new.listeners.get(i)) else {
+            continue;
+        };
+        let Some(new_tls) = &l.tls else { continue };
+        match t.reload(i, new_tls, path) {
+            Ok(()) => {
+                applied.push(format!("listener {} TLS certificates re-read", l.name));
+                current.listeners[i].tls = Some(new_tls.clone());
+            }
+            Err(e) => tracing::error!(
+                listener = %l.name,
+                "TLS certificates not reloaded, keeping the running ones: {e}"
+            ),
+        }
+    }
     for key in needs_restart(current, &new) {
         tracing::warn!(key, "changed in the profile; takes effect only after a restart or a handover (ringway run with the new profile)");
     }
@@ -377,6 +436,15 @@ fn needs_restart(old: &Profile, new: &Profile) -> Vec<&'static str> {
     let differs =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let mut keys = Vec::new();
+    // `[listener.tls]` of a TLS listener was applied (or refused) by the reload itself; turning
+    // TLS on or off needs a restart.
+    let mut listeners_as_running = new.listeners.clone();
+    for (i, l) in listeners_as_running.iter_mut().enumerate() {
+        match old.listeners.get(i) {
+            Some(o) if o.tls.is_some() && l.tls.is_some() => l.tls = o.tls.clone(),
+            _ => {}
+        }
+    }
     let (o, n) = (&old.routes, &new.routes);
     if o.source != n.source {
         keys.push("routes.source");
@@ -393,7 +461,7 @@ fn needs_restart(old: &Profile, new: &Profile) -> Vec<&'static str> {
             &old.node as &dyn std::fmt::Debug,
             &new.node as &dyn std::fmt::Debug,
         ),
-        ("listener", &old.listeners, &new.listeners),
+        ("listener", &old.listeners, &listeners_as_running),
         ("etcd", &old.etcd, &new.etcd),
         ("limits", &old.limits, &new.limits),
         ("timeouts", &old.timeouts, &new.timeouts),
@@ -411,6 +479,13 @@ fn needs_restart(old: &Profile, new: &Profile) -> Vec<&'static str> {
 /// `ringway check --profile FILE`: exit 0 when the profile and every route value are valid.
 pub fn check_profile(path: &Path) -> anyhow::Result<ExitCode> {
     let profile = Profile::load(path)?;
+    for (i, l) in profile.listeners.iter().enumerate() {
+        if let Some(t) = &l.tls {
+            for line in crate::tls::check(i, t, path)? {
+                println!("listener {}: {line}", l.name);
+            }
+        }
+    }
     println!("profile {}: ok", path.display());
     let opts = compile_options(&profile);
     let kv = match profile.routes.source {

@@ -9,7 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::ControlStatus;
 use std::sync::Arc;
 
-use crate::dataplane::stats::{NodeStats, RetryReason, WorkerShared, DURATION_BUCKETS};
+use crate::dataplane::stats::{
+    HandshakeEnd, NodeStats, RetryReason, WorkerShared, DURATION_BUCKETS,
+};
 use crate::route::RouteTable;
 
 /// What a scrape reads.
@@ -125,6 +127,77 @@ pub fn format_float(out: &mut String, v: f64) {
     } else {
         let _ = write!(out, "{v}");
     }
+}
+
+/// TLS handshakes on TLS listeners: by result, and for completed ones by version and kind
+/// (full or resumed); the duration of completed ones.
+fn tls_families(x: &mut Exposition<'_>, workers: &[Arc<WorkerShared>]) {
+    let sum = |f: &dyn Fn(&crate::dataplane::stats::WorkerCounters) -> u64| -> u64 {
+        workers.iter().map(|w| f(&w.counters)).sum()
+    };
+    x.family(
+        "ringway_tls_handshakes_total",
+        "counter",
+        "TLS handshakes on TLS listeners, by result (ok, timeout, closed, failed: not TLS or \
+         refused, evicted: the oldest unfinished handshake closed for a newer one past \
+         max_handshakes), and for result=\"ok\" by version and kind \
+         (full or resumed).",
+    );
+    for (i, (version, kind)) in [
+        ("1.2", "full"),
+        ("1.2", "resumed"),
+        ("1.3", "full"),
+        ("1.3", "resumed"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        x.sample(
+            "ringway_tls_handshakes_total",
+            &[("result", "ok"), ("version", version), ("kind", kind)],
+            Value::Int(sum(&|c| c.tls_handshakes_ok[i].load(Relaxed))),
+        );
+    }
+    for (i, result) in HandshakeEnd::FAILED.into_iter().enumerate() {
+        x.sample(
+            "ringway_tls_handshakes_total",
+            &[("result", result)],
+            Value::Int(sum(&|c| c.tls_handshakes_failed[i].load(Relaxed))),
+        );
+    }
+    x.family(
+        "ringway_tls_handshake_duration_seconds",
+        "histogram",
+        "Time from a client's first handshake byte to an established TLS session.",
+    );
+    let mut cumulative = 0;
+    let mut le = String::new();
+    for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
+        cumulative += sum(&|c| c.tls_handshake_buckets[i].load(Relaxed));
+        le.clear();
+        format_float(&mut le, *bound);
+        x.sample(
+            "ringway_tls_handshake_duration_seconds_bucket",
+            &[("le", &le)],
+            Value::Int(cumulative),
+        );
+    }
+    cumulative += sum(&|c| c.tls_handshake_buckets[DURATION_BUCKETS.len()].load(Relaxed));
+    x.sample(
+        "ringway_tls_handshake_duration_seconds_bucket",
+        &[("le", "+Inf")],
+        Value::Int(cumulative),
+    );
+    x.sample(
+        "ringway_tls_handshake_duration_seconds_sum",
+        &[],
+        Value::Float(sum(&|c| c.tls_handshake_sum_ns.load(Relaxed)) as f64 / 1e9),
+    );
+    x.sample(
+        "ringway_tls_handshake_duration_seconds_count",
+        &[],
+        Value::Int(cumulative),
+    );
 }
 
 /// Label values: backslash, double quote and line feed are escaped (`\\`, `\"`, `\n`).
@@ -331,6 +404,7 @@ pub fn render(out: &mut String, src: &Sources<'_>) {
         &[],
         total(|c| c.retry_budget_exhausted.load(Relaxed)),
     );
+    tls_families(&mut x, workers);
 
     x.family(
         "ringway_throttle_rejections_total",

@@ -34,6 +34,17 @@ impl Profile {
                 *f = base.join(&*f);
             }
         }
+        for tls in profile.listeners.iter_mut().filter_map(|l| l.tls.as_mut()) {
+            let files = tls
+                .certificates
+                .iter_mut()
+                .flat_map(|c| [&mut c.cert, &mut c.key]);
+            for f in files.chain(tls.client_ca.as_mut()) {
+                if f.is_relative() {
+                    *f = base.join(&*f);
+                }
+            }
+        }
         if let AccessLogTarget::File(f) = &mut profile.log.access_log {
             if f.is_relative() {
                 *f = base.join(&*f);
@@ -348,6 +359,43 @@ impl Profile {
                     format!("listener[{i}].trusted_proxies[{j}]"),
                     reason,
                 ));
+            }
+        }
+        if let Some(tls) = &l.tls {
+            let key = |k: &str| format!("listener[{i}].tls.{k}");
+            if tls.certificates.is_empty() {
+                return Err(invalid(
+                    key("certificates"),
+                    "at least one { cert, key } is required".into(),
+                ));
+            }
+            if tls.client_auth.is_some_and(|a| a != ClientAuth::Off) && tls.client_ca.is_none() {
+                return Err(invalid(
+                    key("client_auth"),
+                    "verifying client certificates needs client_ca".into(),
+                ));
+            }
+            if tls.alpn.is_empty() {
+                return Err(invalid(
+                    key("alpn"),
+                    "must list at least \"http/1.1\"".into(),
+                ));
+            }
+            if let Some(p) = tls
+                .alpn
+                .iter()
+                .find(|p| !matches!(p.as_str(), "http/1.1" | "http/1.0"))
+            {
+                return Err(invalid(
+                    key("alpn"),
+                    format!("{p:?}: ringway speaks HTTP/1.1 only (\"http/1.1\", \"http/1.0\")"),
+                ));
+            }
+            if tls.handshake_ms == 0 {
+                return Err(invalid(key("handshake_ms"), "must be at least 1".into()));
+            }
+            if tls.max_handshakes == 0 {
+                return Err(invalid(key("max_handshakes"), "must be at least 1".into()));
             }
         }
         let lim = &l.limits;

@@ -10,6 +10,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 
 use super::buffers::Scratch;
+use super::client_stream::ClientStream;
 use super::error::{FallbackAnswer, ProxyError};
 use super::exchange::{self, BodyState};
 use super::listener::ListenerCtx;
@@ -26,7 +27,7 @@ use crate::http::{
 /// State of one client connection while it is active (from the first byte of a request until
 /// it closes or stays quiet past `idle_hot_ms`). Buffers are reused across its requests.
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: ClientStream,
     pub peer: SocketAddr,
     /// The peer address as text, formatted once per connection (no heap).
     pub peer_ip: PeerText,
@@ -115,54 +116,83 @@ enum SpellEnd {
 /// arguments twice in every connection's task).
 pub fn serve(
     w: Rc<Worker>,
-    mut stream: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     listener: Rc<ListenerCtx>,
 ) -> impl std::future::Future<Output = ()> {
     let trusted_hop = listener.trusts(peer.ip());
     let mut resumed = false;
+    // The only copy of the connection's socket in the task (a second one, even moved out,
+    // would keep its room in every connection's task).
+    let mut stream = ClientStream::Plain(tcp);
     async move {
         w.active.set(w.active.get() + 1);
         w.stats.connection_opened();
-        loop {
-            // While requests come, the connection's buffers, record and request state live in
-            // one allocation per spell of activity (not per request); a cold connection's
-            // task keeps only the socket, its identity and the small readiness wait below.
-            w.reclaim.spell_started();
-            let active = Box::pin(spell(
-                Conn::new(&w, stream, peer, listener.clone(), trusted_hop),
-                &w,
-                resumed,
-            ));
-            // The spell's outcome is dropped within this block, so it takes no room in the
-            // task while the connection waits cold.
-            let deadline = {
-                let (back, end) = active.await;
-                w.reclaim.spell_ended();
-                stream = back;
-                match end {
-                    SpellEnd::Cold(deadline) => deadline,
-                    SpellEnd::Close => break,
-                    // Rare endings are boxed so their state does not enlarge every task.
-                    rare => {
-                        Box::pin(rare_ending(&w, stream, rare)).await;
-                        break;
-                    }
+        'connection: {
+            if listener.tls.is_some() {
+                // The handshake's state is boxed: it is gone once the connection is established.
+                match Box::pin(establish(&w, &listener, stream)).await {
+                    Some(s) => stream = s,
+                    None => break 'connection,
                 }
-            };
-            if !cold_wait(&w, &stream, deadline).await {
-                break;
             }
-            resumed = true;
+            loop {
+                // While requests come, the connection's buffers, record and request state live
+                // in one allocation per spell of activity (not per request); a cold
+                // connection's task keeps only the socket, its identity and the small
+                // readiness wait below.
+                w.reclaim.spell_started();
+                let active = Box::pin(spell(
+                    Conn::new(&w, stream, peer, listener.clone(), trusted_hop),
+                    &w,
+                    resumed,
+                ));
+                // The spell's outcome is dropped within this block, so it takes no room in
+                // the task while the connection waits cold.
+                let deadline = {
+                    let (back, end) = active.await;
+                    w.reclaim.spell_ended();
+                    stream = back;
+                    match end {
+                        SpellEnd::Cold(deadline) => deadline,
+                        SpellEnd::Close => break,
+                        // Rare endings are boxed so their state does not enlarge every task.
+                        rare => {
+                            Box::pin(rare_ending(&w, stream, rare)).await;
+                            break;
+                        }
+                    }
+                };
+                stream.release_idle();
+                // A TLS connection may hold a decrypted request already: no wait then.
+                if !stream.has_buffered() && !cold_wait(&w, stream.tcp(), deadline).await {
+                    break;
+                }
+                resumed = true;
+            }
         }
         w.active.set(w.active.get() - 1);
         w.stats.connection_closed();
     }
 }
 
+/// Run the TLS handshake of a TLS listener's new connection.
+async fn establish(
+    w: &Worker,
+    listener: &ListenerCtx,
+    stream: ClientStream,
+) -> Option<ClientStream> {
+    match (&listener.tls, stream) {
+        (Some(t), ClientStream::Plain(tcp)) => super::tls_accept::accept(w, tcp, t)
+            .await
+            .map(|s| ClientStream::Tls(Box::new(s))),
+        (_, stream) => Some(stream),
+    }
+}
+
 /// Serve requests until the connection closes or goes cold; gives the socket back.
 /// `resumed`: the client was seen sending after a cold wait.
-async fn spell(mut conn: Conn, w: &Worker, resumed: bool) -> (TcpStream, SpellEnd) {
+async fn spell(mut conn: Conn, w: &Worker, resumed: bool) -> (ClientStream, SpellEnd) {
     let mut end = conn.run(w, resumed).await;
     conn.return_scratch(w);
     conn.end_spell(w);
@@ -174,7 +204,7 @@ async fn spell(mut conn: Conn, w: &Worker, resumed: bool) -> (TcpStream, SpellEn
 }
 
 /// Drain before closing, or relay a tunnel.
-async fn rare_ending(w: &Worker, stream: TcpStream, end: SpellEnd) {
+async fn rare_ending(w: &Worker, stream: ClientStream, end: SpellEnd) {
     match end {
         SpellEnd::Linger => lingering_close(stream, w.bufs.take()).await,
         SpellEnd::Tunnel(up, admission) => {
@@ -198,7 +228,7 @@ async fn cold_wait(w: &Worker, stream: &TcpStream, deadline: Instant) -> bool {
 /// Half-close, then read and discard what the client still sends (up to a second), as nginx's
 /// `lingering_close`: closing with unread bytes would send a reset that can destroy the error
 /// response before the client reads it.
-async fn lingering_close(mut stream: TcpStream, mut buf: Vec<u8>) {
+async fn lingering_close(mut stream: ClientStream, mut buf: Vec<u8>) {
     use monoio::io::AsyncWriteRent;
     let _ = stream.shutdown().await;
     let deadline = Instant::now() + std::time::Duration::from_secs(1);
@@ -232,7 +262,7 @@ enum Awaited {
 impl Conn {
     fn new(
         w: &Worker,
-        stream: TcpStream,
+        stream: ClientStream,
         peer: SocketAddr,
         listener: Rc<ListenerCtx>,
         trusted_hop: bool,

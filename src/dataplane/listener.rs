@@ -3,11 +3,13 @@
 //! every worker keeps its own copy so connections clone an `Rc`, not an `Arc`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{ListenerConfig, ListenerRole, Profile};
 use crate::edge::{Cidr, EdgePolicy};
 use crate::http::HeadLimits;
+use crate::tls::Terminator;
 
 #[derive(Clone, Debug)]
 pub struct ListenerCtx {
@@ -21,11 +23,13 @@ pub struct ListenerCtx {
     pub header_timeout: Duration,
     /// The port as text, for `X-Forwarded-Port`.
     pub port_text: Box<str>,
+    /// TLS termination, shared by every worker; `None` on a plain HTTP listener.
+    pub tls: Option<Arc<Terminator>>,
 }
 
 impl ListenerCtx {
     /// The listener's context. The profile was validated, so its rules compile.
-    pub fn new(l: &ListenerConfig, p: &Profile) -> ListenerCtx {
+    pub fn new(l: &ListenerConfig, p: &Profile, tls: Option<Arc<Terminator>>) -> ListenerCtx {
         let edge = (l.role == ListenerRole::Edge).then(|| {
             EdgePolicy::compile(&l.name, &l.expose)
                 .expect("expose rules are validated when the profile is loaded")
@@ -44,6 +48,7 @@ impl ListenerCtx {
             head_limits: l.head_limits(&p.limits),
             header_timeout: l.header_timeout(&p.timeouts),
             port_text: l.addr.port().to_string().into(),
+            tls,
         }
     }
 

@@ -125,8 +125,47 @@ pub struct WorkerCounters {
     pub upstream_retries: [AtomicU64; RetryReason::ALL.len()],
     /// Retries the failover predicate asked for that the retry budget refused.
     pub retry_budget_exhausted: AtomicU64,
+    /// Completed TLS handshakes: index = 2 × (TLS 1.3) + resumed.
+    pub tls_handshakes_ok: [AtomicU64; 4],
+    /// Handshakes that did not complete, by [`HandshakeEnd::index`] (1..).
+    pub tls_handshakes_failed: [AtomicU64; 4],
+    /// Durations of completed handshakes: non-cumulative buckets (last `+Inf`), sum.
+    pub tls_handshake_buckets: [AtomicU64; 15],
+    pub tls_handshake_sum_ns: AtomicU64,
     /// 0 = not started, 1 = io_uring, 2 = epoll.
     driver: AtomicU8,
+}
+
+/// How a TLS handshake ended (`ringway_tls_handshakes_total{result}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandshakeEnd {
+    Ok {
+        tls13: bool,
+        resumed: bool,
+    },
+    /// Not finished within `handshake_ms` (or no first byte in that time).
+    Timeout,
+    /// The client closed, or the connection broke, during the handshake.
+    Closed,
+    /// Not TLS, or refused by the configuration (version, ciphers, client certificate).
+    Failed,
+    /// Closed unfinished because the worker ran `max_handshakes` and a newer one came.
+    Evicted,
+}
+
+impl HandshakeEnd {
+    /// Labels of the failed results, by index in `tls_handshakes_failed`.
+    pub const FAILED: [&'static str; 4] = ["timeout", "closed", "failed", "evicted"];
+
+    fn failed_index(self) -> Option<usize> {
+        match self {
+            HandshakeEnd::Ok { .. } => None,
+            HandshakeEnd::Timeout => Some(0),
+            HandshakeEnd::Closed => Some(1),
+            HandshakeEnd::Failed => Some(2),
+            HandshakeEnd::Evicted => Some(3),
+        }
+    }
 }
 
 impl WorkerCounters {
@@ -279,6 +318,29 @@ impl WorkerStats {
     pub fn connection_opened(&self) {
         bump(&self.shared.counters.connections_active, 1);
         bump(&self.shared.counters.connections_total, 1);
+    }
+
+    pub fn handshake(&self, end: HandshakeEnd, took: Option<Duration>) {
+        let c = &self.shared.counters;
+        match end {
+            HandshakeEnd::Ok { tls13, resumed } => {
+                bump(
+                    &c.tls_handshakes_ok[usize::from(tls13) * 2 + usize::from(resumed)],
+                    1,
+                );
+                let ns = took.map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX));
+                bump(
+                    &c.tls_handshake_buckets[BUCKET_NS.partition_point(|b| *b < ns)],
+                    1,
+                );
+                bump(&c.tls_handshake_sum_ns, ns);
+            }
+            failed => {
+                if let Some(i) = failed.failed_index() {
+                    bump(&c.tls_handshakes_failed[i], 1);
+                }
+            }
+        }
     }
 
     pub fn connection_closed(&self) {

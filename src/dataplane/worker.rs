@@ -62,7 +62,12 @@ pub struct DataPlaneConfig {
 }
 
 impl DataPlaneConfig {
-    pub fn from_profile(p: &Profile, resilience: Arc<Registry>) -> DataPlaneConfig {
+    /// `tls`: each listener's TLS terminator (in `p.listeners` order), loaded beforehand.
+    pub fn from_profile(
+        p: &Profile,
+        resilience: Arc<Registry>,
+        tls: &[Option<Arc<crate::tls::Terminator>>],
+    ) -> DataPlaneConfig {
         let workers = match p.node.workers {
             Workers::Count(n) => n,
             Workers::Auto => core_affinity::get_core_ids().map_or(1, |c| c.len().max(1)),
@@ -87,7 +92,12 @@ impl DataPlaneConfig {
             ring_entries: p.node.ring_entries,
             ring_fast_flags: p.node.ring_fast_flags,
             listeners: p.listeners.clone(),
-            listener_ctx: p.listeners.iter().map(|l| ListenerCtx::new(l, p)).collect(),
+            listener_ctx: p
+                .listeners
+                .iter()
+                .enumerate()
+                .map(|(i, l)| ListenerCtx::new(l, p, tls.get(i).cloned().flatten()))
+                .collect(),
             head_limits: p.head_limits(),
             upstream_head_limits: HeadLimits {
                 max_head_bytes: p.limits.max_head_bytes.max(64 * 1024),
@@ -156,6 +166,8 @@ pub struct Worker {
     pub breakers: WorkerBreakers,
     /// Client connections currently open.
     pub active: Cell<usize>,
+    /// TLS handshakes in progress, on every listener.
+    pub handshakes: super::tls_accept::Handshakes,
     /// When to give memory freed by connections gone cold back to the OS.
     pub reclaim: Reclaim,
     id_seed: u64,
@@ -570,6 +582,7 @@ async fn worker_main(
         idle_timers: IdleTimers::default(),
         drain: Shutdown::default(),
         active: Cell::new(0),
+        handshakes: Default::default(),
         reclaim: Reclaim::default(),
         id_seed: random_seed(id),
         id_counter: Cell::new(0),

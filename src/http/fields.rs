@@ -69,7 +69,9 @@ pub fn classify_name(name: &[u8]) -> (FieldKind, bool) {
         17 => &[
             (b"transfer-encoding", FieldKind::TransferEncoding),
             (b"x-forwarded-proto", FieldKind::XForwardedProto),
+            (b"x-client-cert-san", FieldKind::ClientCert),
         ],
+        21 => &[(b"x-client-cert-subject", FieldKind::ClientCert)],
         _ => return (FieldKind::Other, false),
     };
     for &(lower, kind) in candidates {

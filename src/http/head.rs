@@ -171,7 +171,8 @@ pub(crate) fn collect_fields(
             FieldKind::KeepAlive
             | FieldKind::ProxyConnection
             | FieldKind::Te
-            | FieldKind::Http2Settings => drop = true,
+            | FieldKind::Http2Settings
+            | FieldKind::ClientCert => drop = true,
             FieldKind::Expect => {
                 facts.expect_continue |= value.eq_ignore_ascii_case(b"100-continue")
             }

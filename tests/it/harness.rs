@@ -213,11 +213,20 @@ impl Ringway {
     /// port (`edge_addr`). `edge_listener` is TOML that goes inside that `[[listener]]`: its
     /// keys, then its `[[listener.expose]]` and `[listener.limits]` tables.
     pub fn start_edge(routes: &str, edge_listener: &str, extra_profile: &str) -> Ringway {
+        Ringway::start_edge_with_workers(routes, edge_listener, extra_profile, 1)
+    }
+
+    pub fn start_edge_with_workers(
+        routes: &str,
+        edge_listener: &str,
+        extra_profile: &str,
+        workers: usize,
+    ) -> Ringway {
         Ringway::start_file(
             routes,
             extra_profile,
             Launch {
-                workers: 1,
+                workers,
                 edge_listener: Some(edge_listener.to_string()),
                 ..Launch::default()
             },

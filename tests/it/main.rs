@@ -27,5 +27,6 @@ mod smoke;
 mod splice;
 mod status_page;
 mod throttle;
+mod tls;
 mod upgrade;
 mod upstream;

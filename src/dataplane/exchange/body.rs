@@ -166,8 +166,9 @@ pub(super) async fn stream_request_body(
         body.buffered_end,
         "an unfinished body fills rbuf"
     );
-    if let (BodyFraming::Length(_), 0) = (body.framing, body.retain_limit) {
-        if let Some(mut pipe) = w.pipes.lease(body.remaining) {
+    let plain_client = c.stream.plain().is_some();
+    if let (BodyFraming::Length(_), 0, true) = (body.framing, body.retain_limit, plain_client) {
+        if let (Some(mut pipe), Some(client)) = (w.pipes.lease(body.remaining), c.stream.plain()) {
             let deadlines = Deadlines {
                 read: w.cfg.timeouts.body(),
                 send: w.cfg.timeouts.send(),
@@ -175,7 +176,7 @@ pub(super) async fn stream_request_body(
             body.unreplayable = true;
             let rx = &mut c.rec.rx;
             let moved = splice_exact(
-                &c.stream,
+                client,
                 up,
                 &mut pipe,
                 body.remaining,

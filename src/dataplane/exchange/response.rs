@@ -236,8 +236,10 @@ pub(super) async fn relay_response(
         .settings
         .read_timeout
         .unwrap_or(w.cfg.timeouts.upstream_read());
-    if !done && matches!(rh.framing, BodyFraming::Length(_)) {
-        if let Some(mut pipe) = w.pipes.lease(remaining) {
+    // Bodies to a TLS client are encrypted on the way: only a plain socket can take a splice.
+    let plain_client = c.stream.plain().is_some();
+    if !done && plain_client && matches!(rh.framing, BodyFraming::Length(_)) {
+        if let (Some(mut pipe), Some(client)) = (w.pipes.lease(remaining), c.stream.plain()) {
             let deadlines = Deadlines {
                 read: read_timeout,
                 send: w.cfg.timeouts.send(),
@@ -245,7 +247,7 @@ pub(super) async fn relay_response(
             let tx = &mut c.rec.tx;
             let moved = splice_exact(
                 &up,
-                &c.stream,
+                client,
                 &mut pipe,
                 remaining,
                 deadlines,

@@ -82,8 +82,13 @@ pub(super) fn build_upstream_head(
     });
     extra.extend_from_slice(c.peer_ip.as_bytes());
     extra.extend_from_slice(b"\r\n");
+    let tls = c.stream.is_tls();
     if !has_proto {
-        extra.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+        extra.extend_from_slice(if tls {
+            b"X-Forwarded-Proto: https\r\n"
+        } else {
+            b"X-Forwarded-Proto: http\r\n"
+        });
     }
     if !has_fwd_host && !head.host.is_empty() {
         extra.extend_from_slice(b"X-Forwarded-Host: ");
@@ -101,7 +106,18 @@ pub(super) fn build_upstream_head(
         } else {
             extra.extend_from_slice(c.peer_ip.as_bytes());
         }
-        extra.extend_from_slice(b";proto=http\r\n");
+        extra.extend_from_slice(if tls {
+            b";proto=https\r\n"
+        } else {
+            b";proto=http\r\n"
+        });
+    }
+    if let Some(id) = c.stream.identity() {
+        extra.extend_from_slice(b"X-Client-Cert-Subject: ");
+        extra.extend_from_slice(&id.subject);
+        extra.extend_from_slice(b"\r\nX-Client-Cert-San: ");
+        extra.extend_from_slice(&id.san);
+        extra.extend_from_slice(b"\r\n");
     }
     if !has_request_id {
         extra.extend_from_slice(b"X-Request-Id: ");
