@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)          # the etcd integration tests
 command -v protoc >/dev/null 2>&1 || need_pkgs+=(protobuf-compiler)  # etcd-client's build script
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)            # test certificates (etcd over TLS)
 command -v nix-instantiate >/dev/null 2>&1 || need_pkgs+=(nix-bin)   # checks that flake.nix parses
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)         # renders the status page
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -19,9 +19,12 @@ use crate::harness::{free_port, TempDir};
 /// PEM files for an etcd that serves TLS and requires client certificates.
 #[derive(Clone, Debug)]
 pub struct EtcdTlsFiles {
+    /// The CA that signed `server_cert`, which clients trust.
     pub ca: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
+    /// The CA etcd trusts for client certificates (`--trusted-ca-file`).
+    pub client_ca: PathBuf,
     /// A client certificate the CA signed, for the test's own client.
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
@@ -88,7 +91,7 @@ impl EtcdServer {
             command
                 .arg(format!("--cert-file={}", t.server_cert.display()))
                 .arg(format!("--key-file={}", t.server_key.display()))
-                .arg(format!("--trusted-ca-file={}", t.ca.display()))
+                .arg(format!("--trusted-ca-file={}", t.client_ca.display()))
                 .arg("--client-cert-auth");
         }
         let child = command
@@ -153,6 +156,11 @@ impl EtcdServer {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Trust only the client certificates `client_ca` signed from the next (re)start on.
+    pub fn set_client_ca(&mut self, client_ca: PathBuf) {
+        self.tls.as_mut().expect("a TLS etcd").client_ca = client_ca;
     }
 
     pub fn log(&self) -> String {

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use super::cli::{register_svc, sigterm};
 use super::{await_status, eventually, PROPAGATION};
@@ -80,6 +81,7 @@ impl Pki {
             ca: d.join("ca.pem"),
             server_cert: d.join("server.pem"),
             server_key: d.join("server.key"),
+            client_ca: d.join("ca.pem"),
             client_cert: d.join("client.pem"),
             client_key: d.join("client.key"),
         };
@@ -178,6 +180,41 @@ fn a_node_reads_watches_and_snapshots_routes_from_etcd_over_tls() {
         "the snapshot misses the watched route:\n{}",
         rw.log()
     );
+}
+
+#[test]
+fn a_reconnect_over_tls_reads_renewed_client_certificates() {
+    let pki = Pki::generate();
+    let d = pki.dir.path();
+    let client_auth = "extendedKeyUsage=clientAuth\n";
+    // The node has a certificate of its own; the test's client keeps `client.pem`.
+    make_leaf(d, "ca", "node", client_auth);
+    let node_keys = tls_keys(
+        &pki.files.ca,
+        Some((&d.join("node.pem"), &d.join("node.key"))),
+    );
+    let origin = Origin::ok();
+    let mut etcd = tls_etcd_with_users(&pki, &origin);
+    let rw = Ringway::start_etcd(TempDir::new("node"), &etcd.endpoint(), false, &node_keys);
+    assert_eq!(get(rw.addr, "/users/1").status, 200, "{}", rw.log());
+
+    // The client CA is replaced while etcd is down: etcd comes back trusting only the new
+    // one, and the node's certificate files now hold one the new CA signed.
+    etcd.kill();
+    make_ca(d, "ca2");
+    make_leaf(d, "ca2", "client", client_auth);
+    make_leaf(d, "ca2", "node", client_auth);
+    etcd.set_client_ca(d.join("ca2.pem"));
+    etcd.restart();
+    etcd.kv().frontend("after", "b1", "PathPrefix(`/after`)");
+    await_status(
+        &rw,
+        "/after",
+        200,
+        Duration::from_secs(12),
+        "route put after the client certificate was renewed",
+    );
+    assert_eq!(get(rw.addr, "/users/1").status, 200);
 }
 
 #[test]
