@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh Linux machine and run ringway's built-in demo (loopback only, no etcd):
 # installs the build prerequisites that are missing (protoc for etcd-client's build script,
-# a C compiler for mimalloc; Rust through rustup when cargo is absent), then builds and runs.
+# a C compiler for mimalloc and aws-lc; Rust through rustup when cargo is absent), then builds and runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -382,7 +382,8 @@ fn default_poll_ms() -> u64 {
 #[serde(deny_unknown_fields, default)]
 pub struct EtcdConfig {
     /// Client URLs of the cluster; requests are balanced over them. Default
-    /// `["http://127.0.0.1:2379"]`. `https://` needs the `etcd-tls` build feature.
+    /// `["http://127.0.0.1:2379"]`. All `http://` or all `https://`; `https://` speaks TLS and,
+    /// without `ca_file`, trusts the system's CA store.
     pub endpoints: Vec<String>,
     /// Key prefix. Default `/vulcand`.
     pub prefix: String,
@@ -390,8 +391,8 @@ pub struct EtcdConfig {
     pub username: Option<String>,
     /// Password of `username`. Default none.
     pub password: Option<String>,
-    /// CA bundle (PEM) that signs the etcd servers' certificates. Default none. Needs the
-    /// `etcd-tls` build feature; setting any TLS key turns TLS on.
+    /// CA bundle (PEM) that signs the etcd servers' certificates. Default none (the system's
+    /// CA store). Any of the TLS files needs `https://` endpoints.
     pub ca_file: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS. Default none. Needs `key_file`.
     pub cert_file: Option<PathBuf>,
@@ -421,6 +422,32 @@ impl EtcdConfig {
     /// Whether any TLS key is set.
     pub fn wants_tls(&self) -> bool {
         self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
+
+    /// Whether etcd is reached over TLS: the endpoints are `https://` URLs.
+    pub fn uses_tls(&self) -> bool {
+        self.endpoints.iter().any(|e| e.starts_with("https://"))
+    }
+
+    /// Why the endpoints' schemes do not fit together or with the TLS files, if they do not.
+    /// One scheme for the whole cluster: a member that answers in plain text while the others
+    /// need TLS is a misconfiguration, not a fallback. TLS files with `http://` endpoints would
+    /// be silently unused, so they are refused too.
+    pub fn scheme_error(&self) -> Option<String> {
+        let https = self
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        if https != 0 && https != self.endpoints.len() {
+            return Some("mixes http:// and https:// URLs; use one scheme for the cluster".into());
+        }
+        if https == 0 && self.wants_tls() {
+            return Some(
+                "must be https:// URLs when a CA, client certificate or key file is given".into(),
+            );
+        }
+        None
     }
 }
 

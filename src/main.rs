@@ -44,6 +44,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // One crypto provider for every rustls user in the process (etcd's gRPC channel, the
+    // listeners), so none can find the process default missing or ambiguous. Err only means a
+    // provider is already installed, which is as good.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         // DEMO_ADDR is a literal socket address, so parsing it cannot fail.

@@ -18,7 +18,7 @@ use crate::route::{compile, CompileOptions, KvSet};
 #[derive(clap::Args, Debug, Clone)]
 pub struct RegisterArgs {
     /// etcd client URL (repeat for a cluster). Default: $RINGWAY_ETCD (comma-separated), else
-    /// http://127.0.0.1:2379.
+    /// http://127.0.0.1:2379. https:// URLs speak TLS (see --cacert, --cert, --key).
     #[arg(long = "etcd", value_name = "URL")]
     pub etcd: Vec<String>,
     /// Key prefix of the vulcand layout.
@@ -57,6 +57,17 @@ pub struct RegisterArgs {
     /// etcd password. Prefer $RINGWAY_ETCD_PASSWORD, which does not show in `ps`.
     #[arg(long)]
     pub password: Option<String>,
+    /// CA bundle (PEM) that signs etcd's certificates (as etcdctl's --cacert). Default: the
+    /// system's CA store, for https:// endpoints.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth (as etcdctl's --cert); needs
+    /// --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --cert (as etcdctl's --key).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
     /// Deadline for reaching etcd and for each write.
     #[arg(long, default_value = "3s", value_parser = parse_ttl)]
     pub dial_timeout: Duration,
@@ -237,6 +248,9 @@ pub fn run(args: RegisterArgs) -> anyhow::Result<ExitCode> {
         prefix: args.prefix.clone(),
         dial_timeout_ms: args.dial_timeout.as_millis().max(1) as u64,
         username: args.username.clone(),
+        ca_file: args.cacert.clone(),
+        cert_file: args.cert.clone(),
+        key_file: args.key.clone(),
         password: args
             .password
             .clone()
@@ -254,6 +268,9 @@ pub fn run(args: RegisterArgs) -> anyhow::Result<ExitCode> {
             .map(|e| e.trim().to_string())
             .filter(|e| !e.is_empty())
             .collect();
+    }
+    if let Some(reason) = cfg.scheme_error() {
+        bail!("--etcd {}: {reason}", cfg.endpoints.join(","));
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -460,6 +477,18 @@ mod tests {
         ];
         argv.extend_from_slice(extra);
         Cli::parse_from(argv).args
+    }
+
+    #[test]
+    fn tls_flags_are_spelled_as_etcdctl_and_cert_needs_key() {
+        let a = args(&["--cacert", "ca.pem", "--cert", "c.pem", "--key", "c.key"]);
+        assert_eq!(a.cacert.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(a.key.as_deref(), Some(std::path::Path::new("c.key")));
+        let base = ["register", "--backend", "b", "--url", "http://127.0.0.1:1"];
+        for alone in [["--cert", "c.pem"], ["--key", "c.key"]] {
+            let argv = base.iter().chain(alone.iter());
+            assert!(Cli::try_parse_from(argv).is_err(), "{alone:?}");
+        }
     }
 
     #[test]

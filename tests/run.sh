@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 command -v etcd >/dev/null 2>&1 || need_pkgs+=(etcd-server)          # the etcd integration tests
 command -v protoc >/dev/null 2>&1 || need_pkgs+=(protobuf-compiler)  # etcd-client's build script
+command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)            # test certificates (listener and etcd TLS), s_client
 command -v nix-instantiate >/dev/null 2>&1 || need_pkgs+=(nix-bin)   # checks that flake.nix parses
 command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)         # renders the status page
-command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)           # test certificates, s_client
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)                 # an HTTPS client in the TLS tests
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)           # the TLS tests' client script
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -135,6 +135,9 @@ impl Profile {
                 ));
             }
         }
+        if let Some(reason) = etcd.scheme_error() {
+            return Err(invalid("etcd.endpoints", reason));
+        }
         if etcd.username.is_some() != etcd.password.is_some() {
             return Err(invalid(
                 "etcd.password",

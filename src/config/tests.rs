@@ -127,7 +127,15 @@ fn bad_values_name_file_key_and_reason() {
             "etcd.endpoints[0]",
         ),
         ("[etcd]\nusername = \"u\"\n", "etcd.password"),
-        ("[etcd]\ncert_file = \"c.pem\"\n", "etcd.key_file"),
+        (
+            "[etcd]\nendpoints = [\"https://e\"]\ncert_file = \"c.pem\"\n",
+            "etcd.key_file",
+        ),
+        ("[etcd]\nca_file = \"ca.pem\"\n", "etcd.endpoints"),
+        (
+            "[etcd]\nendpoints = [\"https://a:2379\", \"http://b:2379\"]\n",
+            "etcd.endpoints",
+        ),
         ("[etcd]\ndial_timeout_ms = 0\n", "etcd.dial_timeout_ms"),
         (
             "[throttle]\nreject_status = 500\n",

@@ -7,8 +7,10 @@
 mod backoff;
 mod client;
 mod sync;
+mod tls;
 
 pub use client::{connect, key_prefix, read_all, EtcdError};
+use tls::EtcdTls;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,7 +46,9 @@ impl EtcdSource {
         opts: CompileOptions,
         handle: TableHandle,
     ) -> Result<(EtcdSource, Startup), EtcdError> {
-        client::check_build_supports(&cfg)?;
+        // Endpoints whose schemes do not fit and TLS files that cannot be used stop the node
+        // here, naming the file and the reason, instead of serving the snapshot.
+        EtcdTls::load(&cfg)?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -81,7 +85,6 @@ impl EtcdSource {
 
 /// Read every key under the prefix once (for `ringway check`), within the dial deadline.
 pub fn read_once(cfg: &EtcdConfig) -> Result<KvSet, EtcdError> {
-    client::check_build_supports(cfg)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

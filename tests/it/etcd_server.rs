@@ -1,6 +1,7 @@
 //! A real `etcd` (Debian's etcd-server) on free loopback ports with a temporary data dir,
-//! killed on drop and restartable on the same ports and data; and a small etcd client for
-//! tests, speaking vulcand's layout, on its own tokio runtime.
+//! killed on drop and restartable on the same ports and data, in plain text or over TLS with
+//! client certificates; and a small etcd client for tests, speaking vulcand's layout, on its
+//! own tokio runtime.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -8,9 +9,26 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, CompactionOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Certificate, Client, CompactionOptions, ConnectOptions, Identity, PutOptions, TlsOptions, Txn,
+    TxnOp,
+};
 
 use crate::harness::{free_port, TempDir};
+
+/// PEM files for an etcd that serves TLS and requires client certificates.
+#[derive(Clone, Debug)]
+pub struct EtcdTlsFiles {
+    /// The CA that signed `server_cert`, which clients trust.
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// The CA etcd trusts for client certificates (`--trusted-ca-file`).
+    pub client_ca: PathBuf,
+    /// A client certificate the CA signed, for the test's own client.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
 
 /// A single-member etcd cluster for one test.
 pub struct EtcdServer {
@@ -18,12 +36,21 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     dir: TempDir,
+    tls: Option<EtcdTlsFiles>,
 }
 
 impl EtcdServer {
     /// Start etcd and wait until it is healthy.
     pub fn start() -> EtcdServer {
         let mut s = EtcdServer::stopped();
+        s.restart();
+        s
+    }
+
+    /// Start etcd serving clients over TLS only (`https://`), with `--client-cert-auth`.
+    pub fn start_tls(files: &EtcdTlsFiles) -> EtcdServer {
+        let mut s = EtcdServer::stopped();
+        s.tls = Some(files.clone());
         s.restart();
         s
     }
@@ -35,12 +62,14 @@ impl EtcdServer {
             client_port: free_port(),
             peer_port: free_port(),
             dir: TempDir::new("etcd"),
+            tls: None,
         }
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:23790`.
+    /// The client URL, e.g. `http://127.0.0.1:23790` (`https://` over TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -56,7 +85,16 @@ impl EtcdServer {
             .append(true)
             .open(self.dir.0.join("etcd.log"))
             .expect("etcd log file");
-        let child = Command::new(etcd_bin())
+        let log_before = self.log().len();
+        let mut command = Command::new(etcd_bin());
+        if let Some(t) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", t.server_cert.display()))
+                .arg(format!("--key-file={}", t.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", t.client_ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name=it")
             .arg(format!("--data-dir={}", self.data_dir().display()))
             .arg(format!("--listen-client-urls={}", self.endpoint()))
@@ -72,16 +110,16 @@ impl EtcdServer {
             .spawn()
             .expect("start etcd (install Debian's etcd-server)");
         self.child = Some(child);
-        self.wait_healthy();
+        self.wait_healthy(log_before);
     }
 
-    fn wait_healthy(&mut self) {
+    fn wait_healthy(&mut self, log_before: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("etcd exited ({status}):\n{}", self.log());
             }
-            if self.healthy() {
+            if self.healthy(log_before) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(25));
@@ -89,7 +127,15 @@ impl EtcdServer {
         panic!("etcd did not become healthy:\n{}", self.log());
     }
 
-    fn healthy(&self) -> bool {
+    /// Over TLS, `/health` needs a client certificate: etcd's own "ready" line since this
+    /// start (the log is appended to across restarts) says the same.
+    fn healthy(&self, log_before: usize) -> bool {
+        if self.tls.is_some() {
+            return self
+                .log()
+                .get(log_before..)
+                .is_some_and(|l| l.contains("ready to serve client requests"));
+        }
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
             return false;
         };
@@ -112,13 +158,26 @@ impl EtcdServer {
         }
     }
 
+    /// Trust only the client certificates `client_ca` signed from the next (re)start on.
+    pub fn set_client_ca(&mut self, client_ca: PathBuf) {
+        self.tls.as_mut().expect("a TLS etcd").client_ca = client_ca;
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.0.join("etcd.log")).unwrap_or_default()
     }
 
-    /// A client for this server's keys under `/vulcand`.
+    /// A client for this server's keys under `/vulcand` (with the test's client certificate
+    /// over TLS).
     pub fn kv(&self) -> Kv {
-        Kv::connect(&self.endpoint(), "/vulcand")
+        let options = self.tls.as_ref().map(|t| {
+            let pem = |p: &PathBuf| std::fs::read(p).expect("read a test PEM file");
+            let tls = TlsOptions::new()
+                .ca_certificate(Certificate::from_pem(pem(&t.ca)))
+                .identity(Identity::from_pem(pem(&t.client_cert), pem(&t.client_key)));
+            ConnectOptions::new().with_tls(tls)
+        });
+        Kv::connect(&self.endpoint(), "/vulcand", options)
     }
 }
 
@@ -144,13 +203,13 @@ pub struct Kv {
 }
 
 impl Kv {
-    pub fn connect(endpoint: &str, prefix: &str) -> Kv {
+    fn connect(endpoint: &str, prefix: &str, options: Option<ConnectOptions>) -> Kv {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("tokio runtime");
         let client = rt
-            .block_on(Client::connect([endpoint], None))
+            .block_on(Client::connect([endpoint], options))
             .expect("connect to etcd");
         Kv {
             rt,

@@ -7,11 +7,16 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use thiserror::Error;
 
+use super::tls::EtcdTls;
 use crate::config::EtcdConfig;
 use crate::route::KvSet;
 
 /// Keys per page of a full read; pages are read at one revision, so the set is consistent.
 const PAGE_KEYS: i64 = 1000;
+
+/// Deadline of each step (TCP connect, handshake reads) of the handshake that explains a
+/// failed TLS connect.
+const DIAGNOSIS_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Largest gRPC message accepted (a page of large documents, a watch batch of a big txn).
 pub(super) const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -32,15 +37,15 @@ pub enum EtcdError {
         what: &'static str,
         source: etcd_client::Error,
     },
-    #[error(
-        "TLS to etcd ({what}) is not supported in this build: rebuild with `--features etcd-tls`"
-    )]
-    TlsUnsupported { what: String },
-    #[error("etcd TLS: cannot read {file}: {source}")]
+    #[error("etcd TLS file {file}: {reason}")]
     TlsFile {
         file: std::path::PathBuf,
-        source: std::io::Error,
+        reason: String,
     },
+    #[error("etcd TLS: {0}")]
+    TlsSetup(String),
+    #[error("etcd at {endpoint}: {reason}")]
+    Tls { endpoint: String, reason: String },
     #[error("cannot start the etcd control runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -63,25 +68,6 @@ impl EtcdError {
     }
 }
 
-/// Refuse, before anything starts, a profile that needs TLS from a build without it.
-pub(super) fn check_build_supports(cfg: &EtcdConfig) -> Result<(), EtcdError> {
-    if cfg!(feature = "etcd-tls") {
-        return Ok(());
-    }
-    let https = cfg.endpoints.iter().find(|e| e.starts_with("https://"));
-    if let Some(e) = https {
-        return Err(EtcdError::TlsUnsupported {
-            what: format!("endpoint {e}"),
-        });
-    }
-    if cfg.wants_tls() {
-        return Err(EtcdError::TlsUnsupported {
-            what: "etcd.ca_file / cert_file / key_file".into(),
-        });
-    }
-    Ok(())
-}
-
 /// The watched and read key prefix: the configured prefix with exactly one trailing `/`, so
 /// `/vulcand` never matches `/vulcandx/...`.
 pub fn key_prefix(prefix: &str) -> String {
@@ -100,7 +86,7 @@ pub(super) fn range_end(prefix: &str) -> Vec<u8> {
     vec![0]
 }
 
-fn connect_options(cfg: &EtcdConfig) -> Result<ConnectOptions, EtcdError> {
+fn connect_options(cfg: &EtcdConfig, tls: Option<&EtcdTls>) -> ConnectOptions {
     let dial = Duration::from_millis(cfg.dial_timeout_ms);
     // etcd refuses client pings more often than every 5 s (--grpc-keepalive-min-time).
     let mut opts = ConnectOptions::new()
@@ -110,35 +96,37 @@ fn connect_options(cfg: &EtcdConfig) -> Result<ConnectOptions, EtcdError> {
     if let (Some(user), Some(password)) = (&cfg.username, &cfg.password) {
         opts = opts.with_user(user.clone(), password.clone());
     }
-    #[cfg(feature = "etcd-tls")]
-    if cfg.wants_tls() || cfg.endpoints.iter().any(|e| e.starts_with("https://")) {
-        opts = opts.with_tls(tls_options(cfg)?);
+    if let Some(tls) = tls {
+        opts = opts.with_tls(tls.options());
     }
-    Ok(opts)
+    opts
 }
 
-#[cfg(feature = "etcd-tls")]
-fn tls_options(cfg: &EtcdConfig) -> Result<etcd_client::TlsOptions, EtcdError> {
-    let read = |file: &std::path::PathBuf| {
-        std::fs::read(file).map_err(|source| EtcdError::TlsFile {
-            file: file.clone(),
-            source,
-        })
-    };
-    let mut tls = etcd_client::TlsOptions::new();
-    if let Some(ca) = &cfg.ca_file {
-        tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
-    }
-    if let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) {
-        tls = tls.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
-    }
-    Ok(tls)
-}
-
-/// Connect and prove etcd answers (a one-key read) within the dial deadline.
+/// Connect and prove etcd answers (a one-key read) within the dial deadline. The TLS files are
+/// read on every connect, so a reconnect picks up renewed certificates. When TLS is on and
+/// etcd cannot be used, a handshake of ringway's own says whether TLS is why.
 pub async fn connect(cfg: &EtcdConfig) -> Result<Client, EtcdError> {
+    let tls = EtcdTls::load(cfg)?;
+    let result = connect_and_probe(cfg, tls.as_ref()).await;
+    let (Err(err), Some(tls)) = (&result, tls) else {
+        return result;
+    };
+    let endpoints = cfg.endpoints.clone();
+    // A cluster that does not answer at all is not a TLS problem: the diagnosis gets a short
+    // deadline of its own, so an outage delays the snapshot fallback and retries only a little.
+    let dial = Duration::from_millis(cfg.dial_timeout_ms).min(DIAGNOSIS_DEADLINE);
+    match tokio::task::spawn_blocking(move || tls.diagnose(&endpoints, dial)).await {
+        Ok(Some(tls_err)) => {
+            tracing::debug!("etcd-client: {err}");
+            Err(tls_err)
+        }
+        _ => result,
+    }
+}
+
+async fn connect_and_probe(cfg: &EtcdConfig, tls: Option<&EtcdTls>) -> Result<Client, EtcdError> {
     let dial = Duration::from_millis(cfg.dial_timeout_ms);
-    let opts = connect_options(cfg)?;
+    let opts = connect_options(cfg, tls);
     let mut client = tokio::time::timeout(dial, Client::connect(&cfg.endpoints, Some(opts)))
         .await
         .map_err(|_| EtcdError::timeout(cfg, "connect"))?
@@ -214,20 +202,5 @@ mod tests {
         let mut k = b"/vulcand/".to_vec();
         k.push(0xff);
         assert!(k < range_end("/vulcand/"));
-    }
-
-    #[test]
-    fn a_build_without_tls_refuses_tls_settings() {
-        if cfg!(feature = "etcd-tls") {
-            return;
-        }
-        let mut cfg = EtcdConfig::default();
-        assert!(check_build_supports(&cfg).is_ok());
-        cfg.endpoints = vec!["https://10.0.0.1:2379".into()];
-        let err = check_build_supports(&cfg).unwrap_err().to_string();
-        assert!(err.contains("https://10.0.0.1:2379") && err.contains("etcd-tls"));
-        cfg.endpoints = vec!["http://127.0.0.1:2379".into()];
-        cfg.ca_file = Some("ca.pem".into());
-        assert!(check_build_supports(&cfg).is_err());
     }
 }

@@ -10,7 +10,7 @@ use crate::origin::Origin;
 
 /// `ringway register` of server `i1` of backend `svc` (frontend `/svc`) at `origin`, its log
 /// in `dir`/register.log.
-fn register_svc(
+pub(super) fn register_svc(
     dir: &TempDir,
     etcd: &str,
     origin: std::net::SocketAddr,
@@ -29,6 +29,16 @@ fn register_svc(
         .expect("start ringway register")
 }
 
+/// Send SIGTERM to a `ringway register` child.
+pub(super) fn sigterm(child: &std::process::Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM {}", child.id());
+}
+
 #[test]
 fn register_publishes_a_route_and_sigterm_revokes_the_server_at_once() {
     let origin = Origin::ok();
@@ -45,12 +55,7 @@ fn register_publishes_a_route_and_sigterm_revokes_the_server_at_once() {
     );
 
     let sent = Instant::now();
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    sigterm(&child);
     let exited = super::eventually(Duration::from_secs(5), || {
         matches!(child.try_wait(), Ok(Some(_)))
     });
