@@ -575,6 +575,9 @@ pub struct UpstreamConfig {
     /// Retries per second always allowed on top of the ratio (over the 10 s window), so a
     /// quiet node can still retry. Default 10.
     pub retry_budget_min_per_sec: u32,
+    /// CA certificates (PEM) that `https://` servers are verified against; default the
+    /// system's CA store.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Most retries of one request (vulcand's hard cap).
@@ -627,6 +630,7 @@ impl Default for UpstreamConfig {
             retry_body_bytes: 1 << 20,
             retry_budget_ratio: 0.2,
             retry_budget_min_per_sec: 10,
+            ca_file: None,
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::dataplane::{self, DataPlaneConfig, ListeningSocket, ADMIN_SOCKET};
 use crate::handover::{self, HandoverServer};
 use crate::resilience::{Effects, Registry};
 use crate::route::{compile, CompileOptions};
-use crate::tls::Terminator;
+use crate::tls::{NodeTls, Terminator};
 
 /// The reloadable log filter, when logging was set up from a profile level (not `RUST_LOG`).
 static LOG_FILTER: OnceLock<
@@ -183,7 +183,7 @@ enum Ending {
 fn run_node(profile: Profile, profile_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     raise_open_files_limit();
     // Certificates are read before anything binds: a bad one refuses the start.
-    let tls = load_tls(&profile, profile_path.unwrap_or(Path::new("profile")))?;
+    let tls = NodeTls::load(&profile, profile_path.unwrap_or(Path::new("profile")))?;
     let effects = Effects::start().context("cannot start the webhook thread")?;
     let resilience = Arc::new(Registry::new(profile.upstream.ejection(), effects));
     let routes = TableHandle::with_resilience(resilience.clone());
@@ -265,7 +265,7 @@ fn run_node(profile: Profile, profile_path: Option<&Path>) -> anyhow::Result<Exi
         for sig in signals.pending() {
             if sig == signal_hook::consts::SIGHUP {
                 if let Some(path) = profile_path {
-                    reload(path, &mut current, &mut source, &routes, &tls);
+                    reload(path, &mut current, &mut source, &routes, &tls.listeners);
                 } else {
                     tracing::info!("SIGHUP ignored: this node was not started from a profile file");
                 }
@@ -328,18 +328,6 @@ fn raise_open_files_limit() {
             }
         }
     }
-}
-
-/// Each listener's TLS terminator, in profile order (`None` for plain listeners).
-fn load_tls(profile: &Profile, file: &Path) -> anyhow::Result<Vec<Option<Arc<Terminator>>>> {
-    let mut out = Vec::new();
-    for (i, l) in profile.listeners.iter().enumerate() {
-        out.push(match &l.tls {
-            Some(t) => Some(Arc::new(Terminator::load(i, t, file)?)),
-            None => None,
-        });
-    }
-    Ok(out)
 }
 
 /// SIGHUP: re-read the profile; apply `[log] level` and the routes file (`[routes] file`,
@@ -485,6 +473,10 @@ pub fn check_profile(path: &Path) -> anyhow::Result<ExitCode> {
                 println!("listener {}: {line}", l.name);
             }
         }
+    }
+    if let Some(ca) = &profile.upstream.ca_file {
+        crate::tls::upstream_client(Some(ca), path)?;
+        println!("upstream ca_file {}: ok", ca.display());
     }
     println!("profile {}: ok", path.display());
     let opts = compile_options(&profile);

@@ -18,7 +18,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ProducesTickets, ResolvesServerCert, StoresServerSessions};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::{ClientAuth, ConfigError, TlsConfig, TlsMinVersion};
 
@@ -375,6 +375,63 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.keys.get(self.names.pick(hello.server_name())).cloned()
     }
+}
+
+/// Everything TLS of a node, loaded at start-up.
+pub struct NodeTls {
+    /// Each listener's terminator, in profile order (`None` for plain listeners).
+    pub listeners: Vec<Option<Arc<Terminator>>>,
+    /// The client side for `https://` servers.
+    pub upstream: Arc<ClientConfig>,
+}
+
+impl NodeTls {
+    /// `file` is the profile, for error messages.
+    pub fn load(profile: &crate::config::Profile, file: &Path) -> Result<NodeTls, ConfigError> {
+        let mut listeners = Vec::new();
+        for (i, l) in profile.listeners.iter().enumerate() {
+            listeners.push(match &l.tls {
+                Some(t) => Some(Arc::new(Terminator::load(i, t, file)?)),
+                None => None,
+            });
+        }
+        let upstream = upstream_client(profile.upstream.ca_file.as_deref(), file)?;
+        Ok(NodeTls {
+            listeners,
+            upstream,
+        })
+    }
+}
+
+/// The client side for `https://` upstream servers, shared by every worker (so sessions resume
+/// on any of them): verified against `ca_file`, or the system's CA store without one.
+pub fn upstream_client(
+    ca_file: Option<&Path>,
+    file: &Path,
+) -> Result<Arc<ClientConfig>, ConfigError> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(ca) => {
+            let key = "upstream.ca_file".to_string();
+            for cert in read_certs(ca).map_err(|r| invalid(file, key.clone(), r))? {
+                roots
+                    .add(cert)
+                    .map_err(|e| invalid(file, key.clone(), format!("{}: {e}", ca.display())))?;
+            }
+        }
+        None => {
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            if roots.is_empty() {
+                tracing::warn!("no CA certificates in the system store: https:// servers will fail verification unless [upstream] ca_file is set");
+            }
+        }
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(file, "upstream".into(), e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// `ringway check`: the listener's certificates load, each key matches its certificate; the

@@ -26,6 +26,7 @@ impl Profile {
             etcd.ca_file.as_mut(),
             etcd.cert_file.as_mut(),
             etcd.key_file.as_mut(),
+            profile.upstream.ca_file.as_mut(),
         ]
         .into_iter()
         .flatten()

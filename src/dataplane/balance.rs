@@ -401,6 +401,7 @@ mod tests {
                     url: format!("http://{a}"),
                     addr: a.parse().unwrap(),
                     authority: a.to_string(),
+                    tls: None,
                     weight: *w,
                     health: Arc::default(),
                 })

@@ -10,10 +10,10 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent};
 use monoio::net::TcpStream;
 
 use super::buffers::Scratch;
-use super::client_stream::ClientStream;
 use super::error::{FallbackAnswer, ProxyError};
 use super::exchange::{self, BodyState};
 use super::listener::ListenerCtx;
+use super::net_stream::NetStream;
 use super::record::RequestRecord;
 use super::respond::{error_response, error_response_with, fallback_response};
 use super::view::RequestView;
@@ -27,7 +27,7 @@ use crate::http::{
 /// State of one client connection while it is active (from the first byte of a request until
 /// it closes or stays quiet past `idle_hot_ms`). Buffers are reused across its requests.
 pub struct Conn {
-    pub stream: ClientStream,
+    pub stream: NetStream,
     pub peer: SocketAddr,
     /// The peer address as text, formatted once per connection (no heap).
     pub peer_ip: PeerText,
@@ -95,7 +95,7 @@ pub enum Next {
     KeepAlive,
     Close,
     /// The upstream switched protocols: relay bytes both ways until either side closes.
-    Tunnel(TcpStream),
+    Tunnel(NetStream),
 }
 
 /// How a spell of activity on a connection ended.
@@ -108,7 +108,7 @@ enum SpellEnd {
     Linger,
     /// The upstream switched protocols: relay bytes both ways, holding the request's
     /// `connlimit` slots until the tunnel ends.
-    Tunnel(TcpStream, Option<crate::throttle::Admission>),
+    Tunnel(NetStream, Option<crate::throttle::Admission>),
 }
 
 /// One client connection, from accept to close. The future is an `async move` block whose
@@ -124,7 +124,7 @@ pub fn serve(
     let mut resumed = false;
     // The only copy of the connection's socket in the task (a second one, even moved out,
     // would keep its room in every connection's task).
-    let mut stream = ClientStream::Plain(tcp);
+    let mut stream = NetStream::Plain(tcp);
     async move {
         w.active.set(w.active.get() + 1);
         w.stats.connection_opened();
@@ -177,22 +177,18 @@ pub fn serve(
 }
 
 /// Run the TLS handshake of a TLS listener's new connection.
-async fn establish(
-    w: &Worker,
-    listener: &ListenerCtx,
-    stream: ClientStream,
-) -> Option<ClientStream> {
+async fn establish(w: &Worker, listener: &ListenerCtx, stream: NetStream) -> Option<NetStream> {
     match (&listener.tls, stream) {
-        (Some(t), ClientStream::Plain(tcp)) => super::tls_accept::accept(w, tcp, t)
+        (Some(t), NetStream::Plain(tcp)) => super::tls_accept::accept(w, tcp, t)
             .await
-            .map(|s| ClientStream::Tls(Box::new(s))),
+            .map(|s| NetStream::Tls(Box::new(s))),
         (_, stream) => Some(stream),
     }
 }
 
 /// Serve requests until the connection closes or goes cold; gives the socket back.
 /// `resumed`: the client was seen sending after a cold wait.
-async fn spell(mut conn: Conn, w: &Worker, resumed: bool) -> (ClientStream, SpellEnd) {
+async fn spell(mut conn: Conn, w: &Worker, resumed: bool) -> (NetStream, SpellEnd) {
     let mut end = conn.run(w, resumed).await;
     conn.return_scratch(w);
     conn.end_spell(w);
@@ -204,7 +200,7 @@ async fn spell(mut conn: Conn, w: &Worker, resumed: bool) -> (ClientStream, Spel
 }
 
 /// Drain before closing, or relay a tunnel.
-async fn rare_ending(w: &Worker, stream: ClientStream, end: SpellEnd) {
+async fn rare_ending(w: &Worker, stream: NetStream, end: SpellEnd) {
     match end {
         SpellEnd::Linger => lingering_close(stream, w.bufs.take()).await,
         SpellEnd::Tunnel(up, admission) => {
@@ -228,7 +224,7 @@ async fn cold_wait(w: &Worker, stream: &TcpStream, deadline: Instant) -> bool {
 /// Half-close, then read and discard what the client still sends (up to a second), as nginx's
 /// `lingering_close`: closing with unread bytes would send a reset that can destroy the error
 /// response before the client reads it.
-async fn lingering_close(mut stream: ClientStream, mut buf: Vec<u8>) {
+async fn lingering_close(mut stream: NetStream, mut buf: Vec<u8>) {
     use monoio::io::AsyncWriteRent;
     let _ = stream.shutdown().await;
     let deadline = Instant::now() + std::time::Duration::from_secs(1);
@@ -262,7 +258,7 @@ enum Awaited {
 impl Conn {
     fn new(
         w: &Worker,
-        stream: ClientStream,
+        stream: NetStream,
         peer: SocketAddr,
         listener: Rc<ListenerCtx>,
         trusted_hop: bool,

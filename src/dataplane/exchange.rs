@@ -18,6 +18,9 @@ use std::borrow::Cow;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 
+use super::net_stream::NetStream;
+use crate::tls::stream::{HandshakeError, TlsStream};
+
 use super::conn::{Conn, Next};
 use super::error::ProxyError;
 use super::gather::write_gather;
@@ -298,6 +301,30 @@ pub(super) struct Target<'a> {
     rewrite: Option<Rewrite<'a>>,
 }
 
+/// The client side of a TLS handshake with an `https://` server, within `limit`.
+async fn tls_connect(
+    w: &Worker,
+    tcp: TcpStream,
+    name: &rustls::pki_types::ServerName<'static>,
+    limit: std::time::Duration,
+) -> Result<NetStream, ProxyError> {
+    let handshake = TlsStream::connect(tcp, w.cfg.upstream_tls.clone(), name.clone());
+    match monoio::time::timeout(limit, handshake).await {
+        Ok(Ok(s)) => Ok(NetStream::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            let why = match e {
+                HandshakeError::Tls(e) => e.to_string(),
+                HandshakeError::Io(e) => e.to_string(),
+                HandshakeError::Closed => "the server closed the connection".to_string(),
+            };
+            let reason = format!("TLS handshake with {}: {why}", name.to_str());
+            tracing::warn!("{reason}");
+            Err(ProxyError::Connect(std::io::Error::other(reason)))
+        }
+        Err(_) => Err(ProxyError::ConnectTimeout),
+    }
+}
+
 async fn attempt(
     c: &mut Conn,
     w: &Worker,
@@ -314,8 +341,12 @@ async fn attempt(
     let pooled = if fresh_only {
         None
     } else {
-        w.upstreams
-            .take(addr, be.settings.keepalive_period, w.idle_timers.now())
+        w.upstreams.take(
+            addr,
+            server.tls.is_some(),
+            be.settings.keepalive_period,
+            w.idle_timers.now(),
+        )
     };
     let reused = pooled.is_some();
     let mut up = match pooled {
@@ -325,7 +356,11 @@ async fn attempt(
             let err = match monoio::time::timeout(dial, TcpStream::connect_addr(addr)).await {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
-                    Ok(s)
+                    match &server.tls {
+                        None => Ok(NetStream::Plain(s)),
+                        // The handshake has a connect deadline of its own.
+                        Some(name) => Box::pin(tls_connect(w, s, name, dial)).await,
+                    }
                 }
                 Ok(Err(e)) => Err(ProxyError::Connect(e)),
                 Err(_) => Err(ProxyError::ConnectTimeout),

@@ -7,15 +7,13 @@ use monoio::buf::IoBufMut;
 use monoio::io::{
     AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller, Splitable,
 };
-use monoio::net::TcpStream;
 
-use super::client_stream::ClientStream;
-use crate::tls::stream::TlsStream;
+use super::net_stream::NetStream;
 
-pub async fn relay(client: ClientStream, upstream: TcpStream, idle: Duration) {
-    let client = match client {
-        ClientStream::Plain(s) => s,
-        ClientStream::Tls(t) => return relay_tls(*t, upstream, idle).await,
+pub async fn relay(client: NetStream, upstream: NetStream, idle: Duration) {
+    let (client, upstream) = match (client, upstream) {
+        (NetStream::Plain(c), NetStream::Plain(u)) => (c, u),
+        (client, upstream) => return relay_one_task(client, upstream, idle).await,
     };
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = upstream.into_split();
@@ -24,10 +22,10 @@ pub async fn relay(client: ClientStream, upstream: TcpStream, idle: Duration) {
     let _ = monoio::join!(up, down);
 }
 
-/// A TLS client's tunnel: one task reads both sides (a TLS connection cannot be split into
-/// halves); the read that did not finish is cancelled and awaited, so no byte it received is
-/// lost. Ends when either side closes or nothing moved for `idle`.
-async fn relay_tls(mut client: TlsStream, mut up: TcpStream, idle: Duration) {
+/// A tunnel with TLS on either side: one task reads both sides (a TLS connection cannot be
+/// split into halves); the read that did not finish is cancelled and awaited, so no byte it
+/// received is lost. Ends when either side closes or nothing moved for `idle`.
+async fn relay_one_task(mut client: NetStream, mut up: NetStream, idle: Duration) {
     let mut cbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut ubuf: Vec<u8> = Vec::with_capacity(16 * 1024);
     loop {

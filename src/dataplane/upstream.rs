@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 
+use super::net_stream::NetStream;
+
 use crate::config::Balancer;
 use crate::fast_hash::FastMap;
 use crate::resilience::balancer::Rng;
@@ -44,7 +46,7 @@ fn is_quiet(stream: &TcpStream) -> bool {
 }
 
 struct Idle {
-    stream: TcpStream,
+    stream: NetStream,
     since: Instant,
 }
 
@@ -71,19 +73,24 @@ impl Upstreams {
         }
     }
 
-    /// A pooled connection to `addr`, most recently used first; expired ones are closed.
-    /// `now` is the worker's clock.
+    /// A pooled connection to `addr` (a TLS one when `tls`), most recently used first;
+    /// expired ones are closed. `now` is the worker's clock.
     pub fn take(
         &self,
         addr: SocketAddr,
+        tls: bool,
         max_idle_age: Option<Duration>,
         now: Instant,
-    ) -> Option<TcpStream> {
+    ) -> Option<NetStream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let ttl = max_idle_age.unwrap_or(self.settings.idle_timeout);
         while let Some(c) = list.pop() {
-            if now.saturating_duration_since(c.since) < ttl && is_quiet(&c.stream) {
+            if c.stream.is_tls() != tls {
+                // The same address under another scheme: a stale choice either way.
+                continue;
+            }
+            if now.saturating_duration_since(c.since) < ttl && is_quiet(c.stream.tcp()) {
                 return Some(c.stream);
             }
         }
@@ -91,7 +98,7 @@ impl Upstreams {
     }
 
     /// Keep a connection whose last exchange ended cleanly (`now`: the worker's clock).
-    pub fn put(&self, addr: SocketAddr, stream: TcpStream, max_idle: Option<usize>, now: Instant) {
+    pub fn put(&self, addr: SocketAddr, stream: NetStream, max_idle: Option<usize>, now: Instant) {
         let cap = max_idle.unwrap_or(self.settings.max_idle_per_server);
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();

@@ -59,14 +59,16 @@ pub struct DataPlaneConfig {
     /// The node's resilience state (breaker transitions and their webhooks).
     pub resilience: Arc<Registry>,
     pub access_log: AccessLogTarget,
+    /// The client side of connections to `https://` servers.
+    pub upstream_tls: Arc<rustls::ClientConfig>,
 }
 
 impl DataPlaneConfig {
-    /// `tls`: each listener's TLS terminator (in `p.listeners` order), loaded beforehand.
+    /// `tls`: the listeners' terminators and the upstream client, loaded beforehand.
     pub fn from_profile(
         p: &Profile,
         resilience: Arc<Registry>,
-        tls: &[Option<Arc<crate::tls::Terminator>>],
+        tls: &crate::tls::NodeTls,
     ) -> DataPlaneConfig {
         let workers = match p.node.workers {
             Workers::Count(n) => n,
@@ -79,6 +81,7 @@ impl DataPlaneConfig {
             workers,
         };
         DataPlaneConfig {
+            upstream_tls: tls.upstream.clone(),
             throttle_budgets: Throttle::shared_budgets(&throttle),
             retry_budget: Arc::new(RetryBudget::new(
                 p.upstream.retry_budget_ratio,
@@ -96,7 +99,7 @@ impl DataPlaneConfig {
                 .listeners
                 .iter()
                 .enumerate()
-                .map(|(i, l)| ListenerCtx::new(l, p, tls.get(i).cloned().flatten()))
+                .map(|(i, l)| ListenerCtx::new(l, p, tls.listeners.get(i).cloned().flatten()))
                 .collect(),
             head_limits: p.head_limits(),
             upstream_head_limits: HeadLimits {

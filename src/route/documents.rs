@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
 use serde::Deserialize;
 
 use super::duration::parse_go_duration;
@@ -235,7 +236,11 @@ fn backend(value: &str, notes: &mut Vec<String>) -> Result<BackendSettings, Stri
     // `Timeouts.TLSHandshake` is left alone: vulcand writes it into every backend's settings
     // and it means nothing for plain-HTTP servers.
     if settings.tls.as_ref().is_some_and(|t| !t.is_null()) {
-        notes.push("Settings.TLS is not supported: servers are reached over plain HTTP".into());
+        notes.push(
+            "Settings.TLS is not supported: https:// servers are verified against [upstream] \
+             ca_file or the system's CAs"
+                .into(),
+        );
     }
     Ok(BackendSettings {
         read_timeout: duration("Settings.Timeouts.Read", timeouts.read)?,
@@ -251,30 +256,37 @@ fn server(sid: &str, value: &str) -> Result<Server, String> {
     if weight == 0 {
         return Err("Weight must be at least 1".to_string());
     }
-    let (addr, authority) = upstream_url(&doc.url)?;
+    let UpstreamUrl {
+        addr,
+        authority,
+        tls_name,
+    } = upstream_url(&doc.url)?;
     Ok(Server {
         id: sid.into(),
         url: doc.url,
         addr,
         authority,
+        tls: tls_name,
         weight,
         health: Arc::default(),
     })
 }
 
-/// Check an upstream URL (`http://host[:port][/]`) and resolve its host. Returns the address
-/// and the authority as written.
-pub fn upstream_url(url: &str) -> Result<(SocketAddr, String), String> {
+/// Check an upstream URL (`http://host[:port][/]` or `https://...`) and resolve its host.
+/// Returns the address, the authority as written, and for `https://` the name the server's
+/// certificate must carry (also sent as SNI).
+pub fn upstream_url(url: &str) -> Result<UpstreamUrl, String> {
     let scheme_end = url
         .find("://")
         .ok_or_else(|| format!("URL {url:?} is not http://host:port"))?;
     let scheme = &url[..scheme_end];
-    if scheme.eq_ignore_ascii_case("https") {
-        return Err(format!("URL {url:?}: https upstreams not supported"));
-    }
-    if !scheme.eq_ignore_ascii_case("http") {
+    let tls = if scheme.eq_ignore_ascii_case("https") {
+        true
+    } else if scheme.eq_ignore_ascii_case("http") {
+        false
+    } else {
         return Err(format!("URL {url:?}: scheme {scheme:?} not supported"));
-    }
+    };
     let rest = &url[scheme_end + 3..];
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     if !(path.is_empty() || path == "/") {
@@ -303,6 +315,7 @@ pub fn upstream_url(url: &str) -> Result<(SocketAddr, String), String> {
         }
     };
     let port: u16 = match port {
+        None if tls => 443,
         None => 80,
         Some(p) => p
             .parse()
@@ -319,7 +332,28 @@ pub fn upstream_url(url: &str) -> Result<(SocketAddr, String), String> {
             .next()
             .ok_or_else(|| format!("URL {url:?}: {host:?} resolves to no address"))?,
     };
-    Ok((addr, authority.to_string()))
+    let tls_name = if tls {
+        let name = ServerName::try_from(host)
+            .map_err(|e| format!("URL {url:?}: {host:?} is not a TLS server name: {e}"))?;
+        Some(name.to_owned())
+    } else {
+        None
+    };
+    Ok(UpstreamUrl {
+        addr,
+        authority: authority.to_string(),
+        tls_name,
+    })
+}
+
+/// A checked upstream URL.
+#[derive(Clone, Debug)]
+pub struct UpstreamUrl {
+    pub addr: SocketAddr,
+    /// `host:port` as written.
+    pub authority: String,
+    /// `https://`: the name the server's certificate must carry, sent as SNI.
+    pub tls_name: Option<ServerName<'static>>,
 }
 
 fn frontend(key: &str, value: &str, notes: &mut Vec<String>) -> Result<FrontendEntry, String> {
@@ -448,24 +482,37 @@ mod tests {
 
     #[test]
     fn upstream_urls_resolve_with_default_port() {
-        let (addr, authority) = upstream_url("http://10.0.0.5:5000").unwrap();
-        assert_eq!(addr, "10.0.0.5:5000".parse().unwrap());
-        assert_eq!(authority, "10.0.0.5:5000");
-        let (addr, authority) = upstream_url("http://10.0.0.5/").unwrap();
-        assert_eq!(addr, "10.0.0.5:80".parse().unwrap());
-        assert_eq!(authority, "10.0.0.5");
-        let (addr, _) = upstream_url("http://[::1]:8080").unwrap();
-        assert_eq!(addr, "[::1]:8080".parse().unwrap());
-        let (addr, authority) = upstream_url("http://localhost:5000").unwrap();
-        assert!(addr.ip().is_loopback());
-        assert_eq!(addr.port(), 5000);
-        assert_eq!(authority, "localhost:5000");
+        let u = upstream_url("http://10.0.0.5:5000").unwrap();
+        assert_eq!(u.addr, "10.0.0.5:5000".parse().unwrap());
+        assert_eq!(u.authority, "10.0.0.5:5000");
+        assert!(u.tls_name.is_none());
+        let u = upstream_url("http://10.0.0.5/").unwrap();
+        assert_eq!(u.addr, "10.0.0.5:80".parse().unwrap());
+        assert_eq!(u.authority, "10.0.0.5");
+        let u = upstream_url("http://[::1]:8080").unwrap();
+        assert_eq!(u.addr, "[::1]:8080".parse().unwrap());
+        let u = upstream_url("http://localhost:5000").unwrap();
+        assert!(u.addr.ip().is_loopback());
+        assert_eq!(u.addr.port(), 5000);
+        assert_eq!(u.authority, "localhost:5000");
+        // https: port 443 by default, and the host is the certificate name (an IP or DNS).
+        let u = upstream_url("https://localhost").unwrap();
+        assert_eq!((u.addr.port(), u.authority.as_str()), (443, "localhost"));
+        assert_eq!(
+            u.tls_name.map(|n| n.to_str().into_owned()),
+            Some("localhost".into())
+        );
+        let u = upstream_url("HTTPS://10.0.0.5:8443").unwrap();
+        assert_eq!(u.addr, "10.0.0.5:8443".parse().unwrap());
+        assert_eq!(
+            u.tls_name.map(|n| n.to_str().into_owned()),
+            Some("10.0.0.5".into())
+        );
     }
 
     #[test]
     fn bad_upstream_urls_say_why() {
         for (url, want) in [
-            ("https://10.0.0.5:443", "https upstreams not supported"),
             ("ftp://10.0.0.5", "scheme"),
             ("10.0.0.5:80", "not http://host:port"),
             ("http://10.0.0.5:80/api", "cannot have a path"),

@@ -114,6 +114,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// `host:port` of the URL, sent as Host when the frontend does not pass the client's.
     pub authority: String,
+    /// `https://` servers: the name their certificate must carry (and SNI).
+    pub tls: Option<rustls::pki_types::ServerName<'static>>,
     /// Relative weight for round-robin (default 1).
     pub weight: u32,
     /// Node-wide health (outlier ejection): a fresh one from compiling; the node swaps in the

@@ -1,4 +1,6 @@
-//! A server-side TLS connection over a monoio TCP stream, driven by ringway on owned buffers.
+//! A TLS connection over a monoio TCP stream, driven by ringway on owned buffers: the server
+//! side of a client's connection to a TLS listener, or the client side of a connection to an
+//! `https://` upstream server.
 //!
 //! Reads take ciphertext into a buffer the connection owns (one receive of up to a full
 //! record and more), hand it to rustls, and copy decrypted bytes straight into the caller's
@@ -15,7 +17,8 @@ use monoio::io::{
 };
 use monoio::net::TcpStream;
 use monoio::BufResult;
-use rustls::ServerConnection;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConnection};
 
 use super::{ClientIdentity, TlsState};
 
@@ -35,7 +38,7 @@ pub enum HandshakeError {
 
 pub struct TlsStream {
     tcp: TcpStream,
-    tls: ServerConnection,
+    tls: Connection,
     /// Ciphertext received and not yet given to rustls: `rx[rx_start..]`.
     rx: Vec<u8>,
     rx_start: usize,
@@ -51,6 +54,21 @@ impl TlsStream {
     /// Run the server side of a handshake. The caller bounds it in time.
     pub async fn accept(tcp: TcpStream, state: &TlsState) -> Result<TlsStream, HandshakeError> {
         let tls = ServerConnection::new(state.config.clone()).map_err(HandshakeError::Tls)?;
+        TlsStream::handshake(tcp, Connection::Server(tls)).await
+    }
+
+    /// Run the client side of a handshake with `name` (SNI and the name the server's
+    /// certificate must carry). The caller bounds it in time.
+    pub async fn connect(
+        tcp: TcpStream,
+        config: std::sync::Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> Result<TlsStream, HandshakeError> {
+        let tls = ClientConnection::new(config, name).map_err(HandshakeError::Tls)?;
+        TlsStream::handshake(tcp, Connection::Client(tls)).await
+    }
+
+    async fn handshake(tcp: TcpStream, tls: Connection) -> Result<TlsStream, HandshakeError> {
         let mut s = TlsStream {
             tcp,
             tls,
@@ -73,6 +91,9 @@ impl TlsStream {
             if let Err(e) = s.receive(None).await {
                 return Err(s.fail(e).await);
             }
+        }
+        if matches!(s.tls, Connection::Client(_)) {
+            return Ok(s);
         }
         s.identity = s
             .tls
@@ -102,7 +123,7 @@ impl TlsStream {
         &self.tcp
     }
 
-    pub fn connection(&self) -> &ServerConnection {
+    pub fn connection(&self) -> &Connection {
         &self.tls
     }
 

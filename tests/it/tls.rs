@@ -881,4 +881,171 @@ fn check_validates_certificates_and_warns_before_they_expire() {
             );
         }
     }
+
+    // The CA for https:// servers is checked too.
+    let upstream = dir.write(
+        "upstream.toml",
+        &format!(
+            "[[listener]]\nname = \"mesh\"\naddr = \"127.0.0.1:{}\"\n\
+             [routes]\nsource = \"file\"\nfile = \"routes.json\"\n\
+             [upstream]\nca_file = \"{}\"\n",
+            free_port(),
+            garbage.display()
+        ),
+    );
+    let out = ringway(&["check", "--profile", upstream.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "a broken upstream.ca_file passed");
+    assert!(
+        err.contains("key `upstream.ca_file`") && err.contains("garbage.pem"),
+        "{err}"
+    );
+}
+
+/// tests/it/tls_origin.py: an HTTPS origin (Python's ssl) serving `cert`/`key`.
+struct TlsOrigin {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl TlsOrigin {
+    fn start(pki: &Pki, name: &str) -> TlsOrigin {
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/tls_origin.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(pki.path(&format!("{name}.pem")))
+            .arg(pki.path(&format!("{name}.key")))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().expect("the origin prints its port");
+        TlsOrigin {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for TlsOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A node on plain listeners routing everything to `url`, with `[upstream]` keys `upstream`.
+fn node_for(url: &str, upstream: &str) -> Ringway {
+    let routes = format!(
+        "{{\"/vulcand/backends/b1/backend\": {{\"Type\":\"http\"}}, \
+          \"/vulcand/backends/b1/servers/s1\": {{\"URL\":\"{url}\"}}, \
+          \"/vulcand/frontends/f1/frontend\": {{\"Type\":\"http\",\"BackendId\":\"b1\",\"Route\":\"PathPrefix(`/`)\"}}}}"
+    );
+    Ringway::start(&routes, &format!("[upstream]\n{upstream}\n"))
+}
+
+fn facts(rw: &Ringway, path: &str) -> serde_json::Value {
+    let r = get(rw.addr, path);
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), rw.log());
+    serde_json::from_str(&r.text()).unwrap()
+}
+
+#[test]
+fn https_servers_are_verified_by_name_pooled_and_resumed() {
+    let pki = pki_with_localhost();
+    let origin = TlsOrigin::start(&pki, "localhost");
+    let url = format!("https://localhost:{}", origin.addr.port());
+    let ca = format!("ca_file = \"{}\"", pki.path("ca.pem"));
+
+    let rw = node_for(&url, &ca);
+    let (a, b) = (facts(&rw, "/a"), facts(&rw, "/b"));
+    assert_eq!(a["sni"], "localhost", "SNI is the URL's host: {a}");
+    assert_eq!(a["version"], "TLSv1.3");
+    assert_eq!(
+        a["conn"], b["conn"],
+        "the TLS connection is pooled: {a} {b}"
+    );
+    assert_eq!(b["path"], "/b");
+
+    // Without pooling every request handshakes again, resuming the first session.
+    let rw = node_for(&url, &format!("{ca}\nmax_idle_per_server = 0"));
+    let first = facts(&rw, "/1");
+    let later: Vec<_> = (2..5).map(|i| facts(&rw, &format!("/{i}"))).collect();
+    assert_eq!(first["resumed"], false, "{first}");
+    for f in &later {
+        assert_ne!(f["conn"], first["conn"], "{f}");
+        assert_eq!(f["resumed"], true, "a new connection resumes: {f}");
+    }
+
+    // Bodies both ways, through a TLS listener in front as well (TLS on both sides).
+    const N: u64 = 1024 * 1024 + 77;
+    let tls = format!(
+        "certificates = [{}]\n[upstream]\n{ca}\n",
+        pki.pair("localhost")
+    );
+    let routes = format!(
+        "{{\"/vulcand/backends/b1/backend\": {{\"Type\":\"http\"}}, \
+          \"/vulcand/backends/b1/servers/s1\": {{\"URL\":\"{url}\"}}, \
+          \"/vulcand/frontends/f1/frontend\": {{\"Type\":\"http\",\"BackendId\":\"b1\",\"Route\":\"PathPrefix(`/`)\"}}}}"
+    );
+    let rw = Ringway::start_edge(
+        &routes,
+        &format!("[[listener.expose]]\nprefix = \"/\"\n\n[listener.tls]\n{tls}"),
+        "",
+    );
+    let v = client(
+        "http",
+        rw.edge(),
+        &[
+            "--ca",
+            &pki.path("ca.pem"),
+            "--upload",
+            &N.to_string(),
+            "--request",
+            &format!(r"GET /big?n={N} HTTP/1.1\r\nHost: t\r\n\r\n"),
+        ],
+    );
+    assert_eq!(
+        v["responses"][0]["body"],
+        format!("{} {N}", pattern_fnv(N)),
+        "{v}"
+    );
+    assert_eq!(v["responses"][1]["body_len"], N, "{v}");
+    assert_eq!(v["responses"][1]["fnv"], pattern_fnv(N), "{v}");
+}
+
+#[test]
+fn an_https_server_with_an_unknown_ca_or_another_name_gets_502() {
+    let pki = pki_with_localhost();
+    pki.ca("other");
+    let origin = TlsOrigin::start(&pki, "localhost");
+    let rw = node_for(
+        &format!("https://localhost:{}", origin.addr.port()),
+        &format!("ca_file = \"{}\"", pki.path("other.pem")),
+    );
+    assert_eq!(get(rw.addr, "/x").status, 502);
+    assert!(
+        rw.wait_log("UnknownIssuer", Duration::from_secs(5)),
+        "{}",
+        rw.log()
+    );
+
+    // A certificate for localhost only, reached as 127.0.0.1: the name does not match.
+    pki.server("named", "named", "DNS:localhost", KeyForm::Pkcs8);
+    let named = TlsOrigin::start(&pki, "named");
+    let rw = node_for(
+        &format!("https://127.0.0.1:{}", named.addr.port()),
+        &format!("ca_file = \"{}\"", pki.path("ca.pem")),
+    );
+    assert_eq!(get(rw.addr, "/x").status, 502);
+    assert!(
+        rw.wait_log("TLS handshake with 127.0.0.1", Duration::from_secs(5))
+            && rw.log().contains("not valid for name"),
+        "{}",
+        rw.log()
+    );
 }

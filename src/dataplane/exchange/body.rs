@@ -2,9 +2,9 @@
 //! the head, how much is still to come, the relay of the rest (spliced or buffered), and the
 //! copy kept of a small body so that a retry can send it again.
 
+use super::super::net_stream::NetStream;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 
 use super::super::conn::Conn;
 use super::super::error::ProxyError;
@@ -155,7 +155,7 @@ impl BodyState {
 pub(super) async fn stream_request_body(
     c: &mut Conn,
     w: &Worker,
-    up: &mut TcpStream,
+    up: &mut NetStream,
     body: &mut BodyState,
 ) -> Result<(), ProxyError> {
     if body.complete {
@@ -166,9 +166,12 @@ pub(super) async fn stream_request_body(
         body.buffered_end,
         "an unfinished body fills rbuf"
     );
-    let plain_client = c.stream.plain().is_some();
-    if let (BodyFraming::Length(_), 0, true) = (body.framing, body.retain_limit, plain_client) {
-        if let (Some(mut pipe), Some(client)) = (w.pipes.lease(body.remaining), c.stream.plain()) {
+    // Only bytes that cross unchanged can be spliced: neither side may be TLS.
+    let plain = c.stream.plain().is_some() && up.plain().is_some();
+    if let (BodyFraming::Length(_), 0, true) = (body.framing, body.retain_limit, plain) {
+        if let (Some(mut pipe), Some(client), Some(to)) =
+            (w.pipes.lease(body.remaining), c.stream.plain(), up.plain())
+        {
             let deadlines = Deadlines {
                 read: w.cfg.timeouts.body(),
                 send: w.cfg.timeouts.send(),
@@ -177,7 +180,7 @@ pub(super) async fn stream_request_body(
             let rx = &mut c.rec.rx;
             let moved = splice_exact(
                 client,
-                up,
+                to,
                 &mut pipe,
                 body.remaining,
                 deadlines,

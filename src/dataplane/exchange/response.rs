@@ -2,9 +2,9 @@
 //! relayed as slices plus the proxy's Connection line, the body streamed back (spliced when it
 //! is large and length-framed); or the switch to a tunnel after a 101.
 
+use super::super::net_stream::NetStream;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 
 use super::super::conn::{Conn, Next};
 use super::super::error::ProxyError;
@@ -27,7 +27,7 @@ async fn read_response_head(
     w: &Worker,
     head: &RequestHead,
     be: &Backend,
-    up: &mut TcpStream,
+    up: &mut NetStream,
     ubuf: &mut Vec<u8>,
     reused: bool,
 ) -> Result<ResponseHead, Outcome> {
@@ -125,7 +125,7 @@ pub(super) async fn relay_response(
     w: &Worker,
     head: &RequestHead,
     target: Target<'_>,
-    mut up: TcpStream,
+    mut up: NetStream,
     d: Done,
     gate: &RetryGate<'_>,
 ) -> Outcome {
@@ -236,17 +236,19 @@ pub(super) async fn relay_response(
         .settings
         .read_timeout
         .unwrap_or(w.cfg.timeouts.upstream_read());
-    // Bodies to a TLS client are encrypted on the way: only a plain socket can take a splice.
-    let plain_client = c.stream.plain().is_some();
-    if !done && plain_client && matches!(rh.framing, BodyFraming::Length(_)) {
-        if let (Some(mut pipe), Some(client)) = (w.pipes.lease(remaining), c.stream.plain()) {
+    // Only bytes that cross unchanged can be spliced: neither side may be TLS.
+    let plain = c.stream.plain().is_some() && up.plain().is_some();
+    if !done && plain && matches!(rh.framing, BodyFraming::Length(_)) {
+        if let (Some(mut pipe), Some(client), Some(from)) =
+            (w.pipes.lease(remaining), c.stream.plain(), up.plain())
+        {
             let deadlines = Deadlines {
                 read: read_timeout,
                 send: w.cfg.timeouts.send(),
             };
             let tx = &mut c.rec.tx;
             let moved = splice_exact(
-                &up,
+                from,
                 client,
                 &mut pipe,
                 remaining,
@@ -347,7 +349,7 @@ pub(super) async fn relay_response(
 fn discard_response(
     w: &Worker,
     target: Target<'_>,
-    up: TcpStream,
+    up: NetStream,
     ubuf: Vec<u8>,
     rh: &ResponseHead,
     d: &Done,
@@ -375,7 +377,7 @@ fn discard_response(
 async fn start_tunnel(
     c: &mut Conn,
     w: &Worker,
-    mut up: TcpStream,
+    mut up: NetStream,
     ubuf: Vec<u8>,
     consume_end: usize,
 ) -> Outcome {

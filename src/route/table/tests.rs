@@ -189,8 +189,8 @@ fn bad_values_are_skipped_and_the_rest_still_compiles() {
                 r#"{"Type":"http","Settings":{"Timeouts":{"Read":"5 seconds"}}}"#,
             ),
             (
-                "/vulcand/backends/b1/servers/tls",
-                r#"{"URL":"https://10.0.0.5:443"}"#,
+                "/vulcand/backends/b1/servers/ws",
+                r#"{"URL":"ws://10.0.0.5:80"}"#,
             ),
             (
                 "/vulcand/backends/b1/servers/path",
@@ -240,8 +240,8 @@ fn bad_values_are_skipped_and_the_rest_still_compiles() {
     let expect = [
         ("/vulcand/backends/b1/servers/path", "cannot have a path"),
         (
-            "/vulcand/backends/b1/servers/tls",
-            "https upstreams not supported",
+            "/vulcand/backends/b1/servers/ws",
+            "scheme \"ws\" not supported",
         ),
         (
             "/vulcand/backends/b1/servers/zero",

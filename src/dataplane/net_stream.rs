@@ -1,5 +1,6 @@
-//! A client connection as the data plane sees it: plain TCP, or TLS terminated by ringway.
-//! Both read and write through monoio's owned-buffer traits; only plain TCP offers the socket
+//! A connection as the data plane sees it, to a client or to an upstream server: plain TCP,
+//! or TLS (terminated by ringway on a TLS listener, or spoken to an `https://` server). Both
+//! read and write through monoio's owned-buffer traits; only plain TCP offers the socket
 //! itself for splicing bodies.
 
 use std::io;
@@ -12,38 +13,38 @@ use monoio::BufResult;
 use crate::tls::stream::TlsStream;
 use crate::tls::ClientIdentity;
 
-pub enum ClientStream {
+pub enum NetStream {
     Plain(TcpStream),
     Tls(Box<TlsStream>),
 }
 
-impl ClientStream {
+impl NetStream {
     /// The socket, when bytes on it are the request's own bytes (plain TCP): bodies may be
     /// spliced.
     pub fn plain(&self) -> Option<&TcpStream> {
         match self {
-            ClientStream::Plain(s) => Some(s),
-            ClientStream::Tls(_) => None,
+            NetStream::Plain(s) => Some(s),
+            NetStream::Tls(_) => None,
         }
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Tls(_))
+        matches!(self, NetStream::Tls(_))
     }
 
     /// The verified client certificate's identity (TLS with a client certificate).
     pub fn identity(&self) -> Option<&ClientIdentity> {
         match self {
-            ClientStream::Plain(_) => None,
-            ClientStream::Tls(t) => t.identity(),
+            NetStream::Plain(_) => None,
+            NetStream::Tls(t) => t.identity(),
         }
     }
 
     /// The TCP connection under it.
     pub fn tcp(&self) -> &TcpStream {
         match self {
-            ClientStream::Plain(s) => s,
-            ClientStream::Tls(t) => t.tcp(),
+            NetStream::Plain(s) => s,
+            NetStream::Tls(t) => t.tcp(),
         }
     }
 
@@ -51,44 +52,44 @@ impl ClientStream {
     /// block even if the socket has nothing. Never for plain TCP.
     pub fn has_buffered(&mut self) -> bool {
         match self {
-            ClientStream::Plain(_) => false,
-            ClientStream::Tls(t) => t.has_buffered(),
+            NetStream::Plain(_) => false,
+            NetStream::Tls(t) => t.has_buffered(),
         }
     }
 
     /// Between requests: a TLS connection gives back its empty receive buffers.
     pub fn release_idle(&mut self) {
-        if let ClientStream::Tls(t) = self {
+        if let NetStream::Tls(t) = self {
             t.release_idle();
         }
     }
 }
 
-impl AsyncReadRent for ClientStream {
+impl AsyncReadRent for NetStream {
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            ClientStream::Plain(s) => s.read(buf).await,
-            ClientStream::Tls(t) => t.read(buf).await,
+            NetStream::Plain(s) => s.read(buf).await,
+            NetStream::Tls(t) => t.read(buf).await,
         }
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            ClientStream::Plain(s) => s.readv(buf).await,
-            ClientStream::Tls(t) => t.readv(buf).await,
+            NetStream::Plain(s) => s.readv(buf).await,
+            NetStream::Tls(t) => t.readv(buf).await,
         }
     }
 }
 
-impl CancelableAsyncReadRent for ClientStream {
+impl CancelableAsyncReadRent for NetStream {
     async fn cancelable_read<T: IoBufMut>(
         &mut self,
         buf: T,
         c: CancelHandle,
     ) -> BufResult<usize, T> {
         match self {
-            ClientStream::Plain(s) => s.cancelable_read(buf, c).await,
-            ClientStream::Tls(t) => t.cancelable_read(buf, c).await,
+            NetStream::Plain(s) => s.cancelable_read(buf, c).await,
+            NetStream::Tls(t) => t.cancelable_read(buf, c).await,
         }
     }
 
@@ -98,38 +99,38 @@ impl CancelableAsyncReadRent for ClientStream {
         c: CancelHandle,
     ) -> BufResult<usize, T> {
         match self {
-            ClientStream::Plain(s) => s.cancelable_readv(buf, c).await,
-            ClientStream::Tls(t) => t.cancelable_readv(buf, c).await,
+            NetStream::Plain(s) => s.cancelable_readv(buf, c).await,
+            NetStream::Tls(t) => t.cancelable_readv(buf, c).await,
         }
     }
 }
 
-impl AsyncWriteRent for ClientStream {
+impl AsyncWriteRent for NetStream {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            ClientStream::Plain(s) => s.write(buf).await,
-            ClientStream::Tls(t) => t.write(buf).await,
+            NetStream::Plain(s) => s.write(buf).await,
+            NetStream::Tls(t) => t.write(buf).await,
         }
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
-            ClientStream::Plain(s) => s.writev(buf).await,
-            ClientStream::Tls(t) => t.writev(buf).await,
+            NetStream::Plain(s) => s.writev(buf).await,
+            NetStream::Tls(t) => t.writev(buf).await,
         }
     }
 
     async fn flush(&mut self) -> io::Result<()> {
         match self {
-            ClientStream::Plain(s) => s.flush().await,
-            ClientStream::Tls(t) => t.flush().await,
+            NetStream::Plain(s) => s.flush().await,
+            NetStream::Tls(t) => t.flush().await,
         }
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
         match self {
-            ClientStream::Plain(s) => s.shutdown().await,
-            ClientStream::Tls(t) => t.shutdown().await,
+            NetStream::Plain(s) => s.shutdown().await,
+            NetStream::Tls(t) => t.shutdown().await,
         }
     }
 }
