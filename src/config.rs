@@ -401,6 +401,10 @@ pub struct EtcdConfig {
     /// Deadline for reaching etcd: the start-up probe, each reconnect, each full read, in
     /// milliseconds. Default 2000.
     pub dial_timeout_ms: u64,
+    /// File holding vulcand's `--sealKey` (64 hex digits): TLS hosts in
+    /// `<prefix>/hosts/<name>/host` are opened with it. Default none (such hosts are reported
+    /// and skipped).
+    pub seal_key_file: Option<PathBuf>,
 }
 
 impl Default for EtcdConfig {
@@ -414,6 +418,7 @@ impl Default for EtcdConfig {
             cert_file: None,
             key_file: None,
             dial_timeout_ms: 2000,
+            seal_key_file: None,
         }
     }
 }

@@ -65,8 +65,14 @@ fn set_log_level(level: &str) -> bool {
         .is_some_and(|h| h.reload(level_filter(level)).is_ok())
 }
 
-pub fn compile_options(profile: &Profile) -> CompileOptions {
-    CompileOptions {
+pub fn compile_options(profile: &Profile) -> anyhow::Result<CompileOptions> {
+    let seal_key = match &profile.etcd.seal_key_file {
+        Some(f) => Some(Arc::new(crate::tls::hosts::SealKey::load(f).map_err(
+            |reason| anyhow::anyhow!("key `etcd.seal_key_file`: {reason}"),
+        )?)),
+        None => None,
+    };
+    Ok(CompileOptions {
         prefix: profile.etcd.prefix.clone(),
         host_aliases: profile
             .routes
@@ -74,7 +80,8 @@ pub fn compile_options(profile: &Profile) -> CompileOptions {
             .iter()
             .map(|(from, to)| (from.to_ascii_lowercase(), to.to_ascii_lowercase()))
             .collect(),
-    }
+        seal_key,
+    })
 }
 
 /// `ringway run --profile FILE`.
@@ -95,7 +102,7 @@ enum RouteSource {
 
 impl RouteSource {
     fn start(profile: &Profile, routes: &TableHandle) -> anyhow::Result<RouteSource> {
-        let opts = compile_options(profile);
+        let opts = compile_options(profile)?;
         Ok(match profile.routes.source {
             RouteSourceKind::File => {
                 let f = profile
@@ -182,11 +189,15 @@ enum Ending {
 /// reloads what can be reloaded from `profile_path`.
 fn run_node(profile: Profile, profile_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     raise_open_files_limit();
-    // Certificates are read before anything binds: a bad one refuses the start.
-    let tls = NodeTls::load(&profile, profile_path.unwrap_or(Path::new("profile")))?;
     let effects = Effects::start().context("cannot start the webhook thread")?;
     let resilience = Arc::new(Registry::new(profile.upstream.ejection(), effects));
     let routes = TableHandle::with_resilience(resilience.clone());
+    // Certificates are read before anything binds: a bad one refuses the start.
+    let tls = NodeTls::load(
+        &profile,
+        profile_path.unwrap_or(Path::new("profile")),
+        &routes,
+    )?;
     // A running node's sockets are asked for first: it keeps serving until this one is ready.
     let mut taken = match &profile.node.handover_socket {
         Some(path) => handover::take_over(path)?,
@@ -361,8 +372,9 @@ fn reload(
     }
     if current.routes.source == RouteSourceKind::File && new.routes.source == RouteSourceKind::File
     {
-        if let Some(file_path) = new.routes.file.clone() {
-            let opts = compile_options(current);
+        let opts = compile_options(current)
+            .inspect_err(|e| tracing::error!("routes file not reloaded: {e}"));
+        if let (Some(file_path), Ok(opts)) = (new.routes.file.clone(), opts) {
             if file::load_and_publish(&file_path, &opts, routes) {
                 if new.routes.file != current.routes.file
                     || new.routes.file_poll_ms != current.routes.file_poll_ms
@@ -479,7 +491,7 @@ pub fn check_profile(path: &Path) -> anyhow::Result<ExitCode> {
         println!("upstream ca_file {}: ok", ca.display());
     }
     println!("profile {}: ok", path.display());
-    let opts = compile_options(&profile);
+    let opts = compile_options(&profile)?;
     let kv = match profile.routes.source {
         RouteSourceKind::File => {
             let f = profile

@@ -21,7 +21,9 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::{ClientAuth, ConfigError, TlsConfig, TlsMinVersion};
+use crate::control::TableHandle;
 
+pub mod hosts;
 pub mod stream;
 
 /// The crypto provider of every TLS context ringway builds (aws-lc-rs: ECDSA and RSA keys,
@@ -35,6 +37,7 @@ pub struct Terminator {
     state: ArcSwap<TlsState>,
     ticketer: Arc<dyn ProducesTickets>,
     sessions: Arc<dyn StoresServerSessions>,
+    routes: Option<TableHandle>,
 }
 
 impl std::fmt::Debug for Terminator {
@@ -69,22 +72,37 @@ const SESSION_CACHE_ENTRIES: usize = 4096;
 
 impl Terminator {
     /// Load listener `i`'s certificates; `file` is the profile (for error messages).
-    pub fn load(i: usize, cfg: &TlsConfig, file: &Path) -> Result<Terminator, ConfigError> {
+    /// `routes`: the node's route table, whose TLS hosts (from etcd) are chosen by SNI too.
+    pub fn load(
+        i: usize,
+        cfg: &TlsConfig,
+        file: &Path,
+        routes: Option<&TableHandle>,
+    ) -> Result<Terminator, ConfigError> {
         let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
             .map_err(|e| invalid(file, format!("listener[{i}].tls"), e.to_string()))?;
         let sessions: Arc<dyn StoresServerSessions> =
             rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_ENTRIES);
-        let state = build(i, cfg, file, &ticketer, &sessions)?;
+        let routes = routes.cloned();
+        let state = build(i, cfg, file, &ticketer, &sessions, routes.clone())?;
         Ok(Terminator {
             state: ArcSwap::from_pointee(state),
             ticketer,
             sessions,
+            routes,
         })
     }
 
     /// Re-read the files; on any error the running certificates stay.
     pub fn reload(&self, i: usize, cfg: &TlsConfig, file: &Path) -> Result<(), ConfigError> {
-        let state = build(i, cfg, file, &self.ticketer, &self.sessions)?;
+        let state = build(
+            i,
+            cfg,
+            file,
+            &self.ticketer,
+            &self.sessions,
+            self.routes.clone(),
+        )?;
         self.state.store(Arc::new(state));
         Ok(())
     }
@@ -109,9 +127,13 @@ fn build(
     file: &Path,
     ticketer: &Arc<dyn ProducesTickets>,
     sessions: &Arc<dyn StoresServerSessions>,
+    routes: Option<TableHandle>,
 ) -> Result<TlsState, ConfigError> {
     let provider = provider();
-    let mut resolver = SniResolver::default();
+    let mut resolver = SniResolver {
+        routes,
+        ..SniResolver::default()
+    };
     let mut certificates = Vec::new();
     for (j, c) in cfg.certificates.iter().enumerate() {
         let key_of = |k: &str| format!("listener[{i}].tls.certificates[{j}].{k}");
@@ -321,10 +343,12 @@ fn field_safe(s: String) -> Box<[u8]> {
 
 /// Picks a certificate by SNI: an exact SAN name, then a wildcard one (`*.example.com` for
 /// `api.example.com`), then the first certificate.
-#[derive(Default, Debug)]
+#[derive(Default)]
 struct SniResolver {
     keys: Vec<Arc<CertifiedKey>>,
     names: SniNames,
+    /// The node's routes, whose table carries vulcand's TLS hosts (`None` in `ringway check`).
+    routes: Option<TableHandle>,
 }
 
 /// Which certificate (by position) each name selects.
@@ -348,19 +372,34 @@ impl SniNames {
     }
 
     /// The certificate for `sni`; 0 (the default) when no name matches.
+    #[cfg(test)]
     fn pick(&self, sni: Option<&str>) -> usize {
-        if let Some(name) = sni {
-            let name = name.trim_end_matches('.').to_ascii_lowercase();
-            if let Some(&k) = self.exact.get(&name) {
-                return k;
-            }
-            if let Some((_, parent)) = name.split_once('.') {
-                if let Some(&k) = self.wildcard.get(parent) {
-                    return k;
-                }
-            }
-        }
-        0
+        sni.map(normalize)
+            .and_then(|n| self.exact(&n).or_else(|| self.wildcard(&n)))
+            .unwrap_or(0)
+    }
+
+    fn exact(&self, name: &str) -> Option<usize> {
+        self.exact.get(name).copied()
+    }
+
+    /// A wildcard covering `name` (one label).
+    fn wildcard(&self, name: &str) -> Option<usize> {
+        let (_, parent) = name.split_once('.')?;
+        self.wildcard.get(parent).copied()
+    }
+}
+
+/// An SNI name as the maps hold names: lowercase, no root dot.
+fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniResolver")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
     }
 }
 
@@ -372,8 +411,28 @@ impl SniResolver {
 }
 
 impl ResolvesServerCert for SniResolver {
+    /// The profile's certificates by exact name, then vulcand's TLS hosts from the route table
+    /// by exact name, then both by wildcard, then the profile's first certificate.
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.keys.get(self.names.pick(hello.server_name())).cloned()
+        let default = || self.keys.first().cloned();
+        let Some(name) = hello.server_name().map(normalize) else {
+            return default();
+        };
+        if let Some(k) = self.names.exact(&name) {
+            return self.keys.get(k).cloned();
+        }
+        let table = self.routes.as_ref().map(TableHandle::load);
+        let hosts = table.as_ref().map(|t| t.tls_hosts());
+        if let Some(k) = hosts.and_then(|h| h.exact(&name)) {
+            return Some(k.clone());
+        }
+        if let Some(k) = self.names.wildcard(&name) {
+            return self.keys.get(k).cloned();
+        }
+        if let Some(k) = hosts.and_then(|h| h.wildcard(&name)) {
+            return Some(k.clone());
+        }
+        default()
     }
 }
 
@@ -387,11 +446,15 @@ pub struct NodeTls {
 
 impl NodeTls {
     /// `file` is the profile, for error messages.
-    pub fn load(profile: &crate::config::Profile, file: &Path) -> Result<NodeTls, ConfigError> {
+    pub fn load(
+        profile: &crate::config::Profile,
+        file: &Path,
+        routes: &TableHandle,
+    ) -> Result<NodeTls, ConfigError> {
         let mut listeners = Vec::new();
         for (i, l) in profile.listeners.iter().enumerate() {
             listeners.push(match &l.tls {
-                Some(t) => Some(Arc::new(Terminator::load(i, t, file)?)),
+                Some(t) => Some(Arc::new(Terminator::load(i, t, file, Some(routes))?)),
                 None => None,
             });
         }
@@ -437,7 +500,7 @@ pub fn upstream_client(
 /// `ringway check`: the listener's certificates load, each key matches its certificate; the
 /// lines to print, with a warning for a certificate that expires within 14 days.
 pub fn check(i: usize, cfg: &TlsConfig, file: &Path) -> Result<Vec<String>, ConfigError> {
-    let t = Terminator::load(i, cfg, file)?;
+    let t = Terminator::load(i, cfg, file, None)?;
     let now = SystemTime::now();
     let soon = Duration::from_secs(14 * 24 * 3600);
     let mut lines = Vec::new();

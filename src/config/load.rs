@@ -27,6 +27,7 @@ impl Profile {
             etcd.cert_file.as_mut(),
             etcd.key_file.as_mut(),
             profile.upstream.ca_file.as_mut(),
+            etcd.seal_key_file.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -45,6 +46,13 @@ impl Profile {
                     *f = base.join(&*f);
                 }
             }
+        }
+        if let Some(f) = &profile.etcd.seal_key_file {
+            crate::tls::hosts::SealKey::load(f).map_err(|reason| ConfigError::Invalid {
+                file: path.to_path_buf(),
+                key: "etcd.seal_key_file".into(),
+                reason,
+            })?;
         }
         if let AccessLogTarget::File(f) = &mut profile.log.access_log {
             if f.is_relative() {

@@ -20,6 +20,7 @@ enum KeyShape<'a> {
     Server(&'a str, &'a str),
     Frontend(&'a str),
     Middleware(&'a str, &'a str),
+    Host,
 }
 
 /// `None` for keys outside the prefix (ignored); `Some(Err)` for unknown shapes under it.
@@ -35,6 +36,7 @@ fn classify<'a>(prefix: &str, key: &'a str) -> Option<Result<KeyShape<'a>, ()>> 
         ["backends", bid, "servers", sid] => Ok(KeyShape::Server(bid, sid)),
         ["frontends", fid, "frontend"] => Ok(KeyShape::Frontend(fid)),
         ["frontends", fid, "middlewares", mid] => Ok(KeyShape::Middleware(fid, mid)),
+        ["hosts", _, "host"] => Ok(KeyShape::Host),
         _ => Err(()),
     })
 }
@@ -140,6 +142,8 @@ pub(crate) struct Documents {
     pub skipped: Vec<Skipped>,
     /// Settings that were read but are not supported (the rest of the value is used).
     pub unsupported: Vec<Skipped>,
+    /// vulcand's TLS hosts with a key pair.
+    pub tls_hosts: crate::tls::hosts::TlsHosts,
 }
 
 impl Documents {
@@ -161,14 +165,18 @@ impl Documents {
 }
 
 /// Read every document under `prefix`.
-pub(crate) fn read(kv: &KvSet, prefix: &str) -> Documents {
+pub(crate) fn read(
+    kv: &KvSet,
+    prefix: &str,
+    seal: Option<&crate::tls::hosts::SealKey>,
+) -> Documents {
     let mut docs = Documents::default();
     let mut servers = Vec::new();
     for (key, value) in &kv.entries {
         let shape = match classify(prefix, key) {
             None => continue,
             Some(Err(())) => {
-                docs.skip(key, "unknown key: ringway reads <prefix>/backends/<id>/backend, <prefix>/backends/<id>/servers/<id>, <prefix>/frontends/<id>/frontend and <prefix>/frontends/<id>/middlewares/<id>");
+                docs.skip(key, "unknown key: ringway reads <prefix>/backends/<id>/backend, <prefix>/backends/<id>/servers/<id>, <prefix>/frontends/<id>/frontend, <prefix>/frontends/<id>/middlewares/<id> and <prefix>/hosts/<name>/host");
                 continue;
             }
             Some(Ok(shape)) => shape,
@@ -187,6 +195,11 @@ pub(crate) fn read(kv: &KvSet, prefix: &str) -> Documents {
                     .entry(fid.into())
                     .or_default()
                     .push((key.clone(), m));
+            }),
+            KeyShape::Host => crate::tls::hosts::host(value, seal).map(|h| {
+                if let Some((name, certified)) = h {
+                    docs.tls_hosts.insert(&name, certified);
+                }
             }),
         };
         match result {
@@ -474,7 +487,11 @@ mod tests {
             classify(p, "/vulcand/frontends/f1/middlewares/m1"),
             Some(Ok(KeyShape::Middleware("f1", "m1")))
         );
-        assert_eq!(classify(p, "/vulcand/hosts/h1/host"), Some(Err(())));
+        assert_eq!(
+            classify(p, "/vulcand/hosts/h1/host"),
+            Some(Ok(KeyShape::Host))
+        );
+        assert_eq!(classify(p, "/vulcand/listeners/l1"), Some(Err(())));
         assert_eq!(classify(p, "/vulcand/backends//backend"), Some(Err(())));
         assert_eq!(classify(p, "/other/backends/b1/backend"), None);
         assert_eq!(classify(p, "/vulcandx/backends/b1/backend"), None);

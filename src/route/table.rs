@@ -62,6 +62,8 @@ pub struct CompileOptions {
     /// (host, alias) pairs, lowercase: a frontend with `Host(host)` also serves requests for
     /// `alias` (vulcand's `-aliases`). Empty by default.
     pub host_aliases: Vec<(String, String)>,
+    /// Opens vulcand's sealed TLS key pairs (`[etcd] seal_key_file`).
+    pub seal_key: Option<Arc<crate::tls::hosts::SealKey>>,
 }
 
 impl Default for CompileOptions {
@@ -69,6 +71,7 @@ impl Default for CompileOptions {
         CompileOptions {
             prefix: "/vulcand".to_string(),
             host_aliases: Vec::new(),
+            seal_key: None,
         }
     }
 }
@@ -153,6 +156,8 @@ pub struct RouteTable {
     /// Parallel to `frontends`.
     routes: Vec<RouteInfo>,
     hosts: HostIndex,
+    /// Certificates of vulcand's TLS hosts, for the TLS listeners' SNI choice.
+    tls_hosts: Arc<crate::tls::hosts::TlsHosts>,
 }
 
 /// Longest host kept in the exact-host map (DNS names are at most 253 bytes).
@@ -166,6 +171,11 @@ impl RouteTable {
 
     pub fn revision(&self) -> i64 {
         self.revision
+    }
+
+    /// vulcand's TLS hosts (`<prefix>/hosts/<name>/host`) that carry a key pair.
+    pub fn tls_hosts(&self) -> &crate::tls::hosts::TlsHosts {
+        &self.tls_hosts
     }
 
     /// Frontends in precedence order.
@@ -334,7 +344,7 @@ struct Candidate {
 
 /// Build a table from a key/value set. Never fails: bad values are skipped and reported.
 pub fn compile(kv: &KvSet, opts: &CompileOptions) -> Compiled {
-    let mut docs = documents::read(kv, &opts.prefix);
+    let mut docs = documents::read(kv, &opts.prefix, opts.seal_key.as_deref());
 
     let mut backends = Vec::with_capacity(docs.backends.len());
     let mut backend_index = HashMap::with_capacity(docs.backends.len());
@@ -436,6 +446,7 @@ pub fn compile(kv: &KvSet, opts: &CompileOptions) -> Compiled {
             backends,
             routes,
             hosts,
+            tls_hosts: Arc::new(std::mem::take(&mut docs.tls_hosts)),
         },
         report: Report {
             skipped,

@@ -308,6 +308,18 @@ impl Ringway {
         snapshot: bool,
         extra_profile: &str,
     ) -> Ringway {
+        Ringway::start_etcd_with(dir, endpoint, snapshot, "", extra_profile)
+    }
+
+    /// Like [`Ringway::start_etcd`], with `etcd_keys` (TOML lines) added to `[etcd]`.
+    #[allow(dead_code)]
+    pub fn start_etcd_with(
+        dir: TempDir,
+        endpoint: &str,
+        snapshot: bool,
+        etcd_keys: &str,
+        extra_profile: &str,
+    ) -> Ringway {
         let snapshot = if snapshot {
             "snapshot = \"snapshot.json\"\n"
         } else {
@@ -315,7 +327,7 @@ impl Ringway {
         };
         let routes = format!(
             "[routes]\nsource = \"etcd\"\n{snapshot}\n\
-             [etcd]\nendpoints = [\"{endpoint}\"]\nprefix = \"/vulcand\"\ndial_timeout_ms = 1000\n"
+             [etcd]\nendpoints = [\"{endpoint}\"]\nprefix = \"/vulcand\"\ndial_timeout_ms = 1000\n{etcd_keys}\n"
         );
         Ringway::launch(
             dir,

@@ -882,6 +882,30 @@ fn check_validates_certificates_and_warns_before_they_expire() {
         }
     }
 
+    // So is the seal key that opens vulcand's TLS hosts.
+    let seal = dir.write("seal.key", "not hex");
+    let sealed = dir.write(
+        "sealed.toml",
+        &format!(
+            "[[listener]]\nname = \"mesh\"\naddr = \"127.0.0.1:{}\"\n\
+             [routes]\nsource = \"file\"\nfile = \"routes.json\"\n\
+             [etcd]\nseal_key_file = \"{}\"\n",
+            free_port(),
+            seal.display()
+        ),
+    );
+    for cmd in ["check", "run"] {
+        let out = ringway(&[cmd, "--profile", sealed.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "{cmd}: a bad seal key passed");
+        assert!(
+            err.contains("sealed.toml")
+                && err.contains("key `etcd.seal_key_file`")
+                && err.contains("64 hex digits"),
+            "{cmd}: {err}"
+        );
+    }
+
     // The CA for https:// servers is checked too.
     let upstream = dir.write(
         "upstream.toml",
@@ -1048,4 +1072,112 @@ fn an_https_server_with_an_unknown_ca_or_another_name_gets_502() {
         "{}",
         rw.log()
     );
+}
+
+/// vulcand's `<prefix>/hosts/<name>/host` document with `name`'s key pair sealed under `key`.
+fn sealed_host(pki: &Pki, name: &str, file: &str, key: &ringway::tls::hosts::SealKey) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let read = |f: String| b64.encode(std::fs::read(pki.path(&f)).unwrap());
+    let pair = serde_json::json!({
+        "Cert": read(format!("{file}.pem")),
+        "Key": read(format!("{file}.key")),
+    });
+    let sealed = key.seal(pair.to_string().as_bytes(), [9; 24]);
+    serde_json::json!({"Name": name, "Settings": {"KeyPair": b64.encode(sealed), "Default": false}})
+        .to_string()
+}
+
+#[test]
+fn vulcands_sealed_tls_hosts_in_etcd_are_chosen_by_sni_and_follow_changes() {
+    use crate::etcd::eventually;
+    use crate::etcd_server::EtcdServer;
+    use ringway::tls::hosts::SealKey;
+
+    let pki = pki_with_localhost();
+    pki.server("vhost", "vhost", "DNS:vhost.example.test", KeyForm::Pkcs8);
+    pki.server("late", "late", "DNS:late.example.test", KeyForm::Sec1);
+    const HEX: &str = "6f2b1d0c9e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c";
+    let key = SealKey::from_hex(HEX).unwrap();
+    let wrong = SealKey::from_hex(&HEX.replace('6', "7")).unwrap();
+
+    let origin = Origin::ok();
+    let etcd = EtcdServer::start();
+    let kv = etcd.kv();
+    kv.put("backends/b1/backend", r#"{"Type":"http"}"#);
+    kv.put(
+        "backends/b1/servers/s1",
+        &format!(r#"{{"URL":"http://{}"}}"#, origin.addr),
+    );
+    kv.put(
+        "frontends/f1/frontend",
+        r#"{"Type":"http","BackendId":"b1","Route":"PathPrefix(`/`)"}"#,
+    );
+    kv.put(
+        "hosts/vhost.example.test/host",
+        &sealed_host(&pki, "vhost.example.test", "vhost", &key),
+    );
+
+    let dir = TempDir::new("sealed");
+    dir.write("seal.key", &format!("{HEX}\n"));
+    let port = free_port();
+    let rw = Ringway::start_etcd_with(
+        dir,
+        &etcd.endpoint(),
+        false,
+        "seal_key_file = \"seal.key\"\n",
+        &format!(
+            "[[listener]]\nname = \"tls\"\naddr = \"127.0.0.1:{port}\"\n[listener.tls]\ncertificates = [{}]\n",
+            pki.pair("localhost")
+        ),
+    );
+    let tls_addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let ca = pki.path("ca.pem");
+    let cn = |sni: &str| subject(&client("handshake", tls_addr, &["--ca", &ca, "--sni", sni]));
+    assert_eq!(cn("vhost.example.test"), "commonName=vhost", "{}", rw.log());
+    assert_eq!(
+        cn("localhost"),
+        "commonName=localhost",
+        "the profile's own certificate"
+    );
+    assert_eq!(
+        cn("late.example.test"),
+        "commonName=localhost",
+        "unknown: the default"
+    );
+
+    // A host sealed under another key is skipped and reported; one added later is served.
+    kv.put(
+        "hosts/bad.example.test/host",
+        &sealed_host(&pki, "bad.example.test", "late", &wrong),
+    );
+    kv.put(
+        "hosts/late.example.test/host",
+        &sealed_host(&pki, "late.example.test", "late", &key),
+    );
+    let took = eventually(Duration::from_secs(5), || {
+        cn("late.example.test") == "commonName=late"
+    });
+    assert!(
+        took.is_some(),
+        "a host added to etcd is served:\n{}",
+        rw.log()
+    );
+    assert!(
+        rw.wait_log("wrong seal key", Duration::from_secs(5)),
+        "the badly sealed host is reported:\n{}",
+        rw.log()
+    );
+    assert_eq!(
+        cn("vhost.example.test"),
+        "commonName=vhost",
+        "the others stay"
+    );
+
+    // A host deleted from etcd is no longer chosen.
+    kv.delete("hosts/vhost.example.test/host");
+    let took = eventually(Duration::from_secs(5), || {
+        cn("vhost.example.test") == "commonName=localhost"
+    });
+    assert!(took.is_some(), "{}", rw.log());
 }

@@ -149,13 +149,18 @@ fn keys_outside_the_prefix_are_ignored_and_unknown_keys_under_it_skipped() {
     let compiled = compile(
         &kv(&[
             ("/elsewhere/frontends/f1/frontend", "not json"),
+            ("/vulcand/listeners/l1", "{}"),
             ("/vulcand/hosts/h1/host", "{}"),
         ]),
         &CompileOptions::default(),
     );
     let keys: Vec<_> = compiled.report.skipped.iter().map(|s| &s.key[..]).collect();
-    assert_eq!(keys, ["/vulcand/hosts/h1/host"]);
-    assert!(compiled.report.skipped[0].reason.starts_with("unknown key"));
+    assert_eq!(keys, ["/vulcand/hosts/h1/host", "/vulcand/listeners/l1"]);
+    // A host document is read (this one is not valid); a listener key is unknown.
+    assert!(compiled.report.skipped[0]
+        .reason
+        .contains("invalid host document"));
+    assert!(compiled.report.skipped[1].reason.starts_with("unknown key"));
 }
 
 #[test]
