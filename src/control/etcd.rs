@@ -8,7 +8,7 @@ mod backoff;
 mod client;
 mod sync;
 
-pub use client::{connect, key_prefix, read_all, EtcdError};
+pub use client::{connect, connect_from, first_endpoint, key_prefix, read_all, EtcdError, Member};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -3,6 +3,7 @@
 
 mod churn;
 mod cli;
+mod members;
 
 use std::time::{Duration, Instant};
 

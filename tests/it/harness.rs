@@ -299,6 +299,21 @@ impl Ringway {
         snapshot: bool,
         extra_profile: &str,
     ) -> Ringway {
+        Ringway::start_etcd_cluster(dir, &[endpoint.to_string()], snapshot, extra_profile)
+    }
+
+    /// A node reading routes from an etcd cluster at these client URLs.
+    pub fn start_etcd_cluster(
+        dir: TempDir,
+        endpoints: &[String],
+        snapshot: bool,
+        extra_profile: &str,
+    ) -> Ringway {
+        let endpoints = endpoints
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let snapshot = if snapshot {
             "snapshot = \"snapshot.json\"\n"
         } else {
@@ -306,7 +321,7 @@ impl Ringway {
         };
         let routes = format!(
             "[routes]\nsource = \"etcd\"\n{snapshot}\n\
-             [etcd]\nendpoints = [\"{endpoint}\"]\nprefix = \"/vulcand\"\ndial_timeout_ms = 1000\n"
+             [etcd]\nendpoints = [{endpoints}]\nprefix = \"/vulcand\"\ndial_timeout_ms = 1000\n"
         );
         Ringway::launch(
             dir,
