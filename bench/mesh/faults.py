@@ -173,7 +173,7 @@ def drain_503(lab, seconds):
     lab.procs[victim].wait(10)
     rows = lab.collect(drivers, drive_for)
     retries = metric_sum(lab, "ringway_upstream_retries_total", 'reason="status"') - retries_before
-    after = [r for r in rows if r["t"] >= drain_at + 0.1]
+    after = [r for r in rows if r["t"] >= drain_at + 0.5]
     share = sum(1 for r in after if r["instance"] == victim) / max(len(after), 1)
     result = summarize("drain-503", rows, {
         "retries_on_status": int(retries), "drained_instance_share": round(share, 3)},
