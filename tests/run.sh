@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what the tests need, then runs the format
 # check, clippy with warnings as errors, every unit and integration test, and the quick mesh lab
-# (bench/mesh/run --quick: four hosts in network namespaces; needs root or password-less sudo).
+# (bench/mesh/run --quick: four hosts in network namespaces; needs root or sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
 
 # Debian packages the tests need, installed only when missing.
 need_pkgs=()
@@ -14,7 +16,6 @@ command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)         # renders t
 command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)              # the mesh lab's partitions
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)               # the mesh lab's namespaces
 if [ ${#need_pkgs[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}"
 fi
@@ -23,13 +24,12 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 log="$(mktemp)"
 lab_out="$(mktemp -d)"
-trap 'rm -rf "$log" "$lab_out"' EXIT
+trap 'rm -f "$log"; $SUDO rm -rf "$lab_out"' EXIT
 cargo test --all-targets 2>&1 | tee "$log"
 # The quick mesh lab on the debug binary cargo test just built (a release build would cost more
 # than the lab itself). Its report goes to a temporary dir: the recorded results in
 # bench/results/mesh/ come from full runs. A scenario short of its figure, or a machine that
 # lacks what the lab needs (root, ip, nft, etcd), fails the suite with the reason.
-if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo -n"; fi
 bin="${CARGO_TARGET_DIR:-$PWD/target}/debug/ringway"
 lab_status=0
 $SUDO env RINGWAY_BIN="$bin" bench/mesh/run --quick --out "$lab_out" 2>&1 | tee -a "$log" ||
