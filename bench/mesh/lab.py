@@ -292,8 +292,7 @@ def instance_crash(lab, seconds):
     lab.signal(f"register-{victim}", signal.SIGKILL)
     lab.procs[victim].wait(5)
     dead_at = time.time()  # the process is gone (its sockets closed) by now
-    rows = lab.collect(drivers, seconds)
-    # every table drops the dead server once its lease (3 s) expires
+    # every table drops the dead server once its lease (3 s) expires; watched while the load runs
     gone_after = None
     deadline = killed_at + 15
     while time.time() < deadline:
@@ -301,6 +300,7 @@ def instance_crash(lab, seconds):
             gone_after = round((time.time() - killed_at) * 1000)
             break
         time.sleep(0.2)
+    rows = lab.collect(drivers, seconds)
     # a POST the instance may have taken before it died: started before it was gone and not
     # answered before the kill
     in_flight_posts = sum(1 for r in rows if r["method"] == "POST"
@@ -308,7 +308,8 @@ def instance_crash(lab, seconds):
     result = summarize("instance-crash", rows, {
         "posts_in_flight_at_kill": in_flight_posts, "server_gone_ms": gone_after,
         "dying_ms": round((dead_at - killed_at) * 1000, 1)},
-        faults=[(killed_at, f"kill -9 {victim}")])
+        faults=[(killed_at, f"kill -9 {victim}")] + (
+            [(killed_at + gone_after / 1000, "left every table")] if gone_after else []))
     answered_after = [r for r in rows if r["status"] == 200 and r["t"] > killed_at + 0.5]
     problems = []
     if result["failed_idempotent"]:
