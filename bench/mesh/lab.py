@@ -36,6 +36,7 @@ class Lab:
         self.binary = binary
         self.dir = workdir
         self.procs = {}  # name -> Popen
+        self.instances = {}  # (service, host) -> name of the instance started last there
 
     # ---------------------------------------------------------------- topology
     @staticmethod
@@ -173,6 +174,7 @@ level = "info"
     def start_instance(self, service, host, tag="", port=None):
         port = port or SERVICES[service][0]
         name = f"{service}-{host}{tag}"
+        self.instances[(service, host)] = name
         self.spawn(name, host, [PY, os.path.join(HERE, "service.py"), "--addr", addr(host),
                                 "--port", str(port), "--name", name])
         self.wait_http(host, f"http://{addr(host)}:{port}/", 10, name)
@@ -286,7 +288,7 @@ def instance_crash(lab, seconds):
     seconds = max(seconds, 6)
     drivers = lab.start_drive("instance-crash", seconds, 80, HOSTS, ["/users/c"])
     time.sleep(seconds / 3)
-    victim = "users-h3"
+    victim = lab.instances[("users", "h3")]  # a release may have replaced the first one
     killed_at = time.time()
     lab.signal(victim, signal.SIGKILL)
     lab.signal(f"register-{victim}", signal.SIGKILL)
@@ -306,7 +308,7 @@ def instance_crash(lab, seconds):
     in_flight_posts = sum(1 for r in rows if r["method"] == "POST"
                           and r["t"] <= dead_at and r["t"] + r["ms"] / 1000 >= killed_at)
     result = summarize("instance-crash", rows, {
-        "posts_in_flight_at_kill": in_flight_posts, "server_gone_ms": gone_after,
+        "killed": victim, "posts_in_flight_at_kill": in_flight_posts, "server_gone_ms": gone_after,
         "dying_ms": round((dead_at - killed_at) * 1000, 1)},
         faults=[(killed_at, f"kill -9 {victim}")] + (
             [(killed_at + gone_after / 1000, "left every table")] if gone_after else []))

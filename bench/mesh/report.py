@@ -53,6 +53,7 @@ def summarize(name, rows, extra=None, faults=()):
 STANDARD = {"name", "requests", "failed", "failed_idempotent", "p50_ms", "p99_ms", "settle_ms",
             "errors", "problems", "spread", "timeline"}
 DETAILS = {
+    "killed": "instance killed:",
     "posts_in_flight_at_kill": "POSTs in flight at the fault:",
     "dying_ms": "it took (ms) to die:",
     "server_gone_ms": "the dead server left every table after (ms, lease TTL 3 s):",
