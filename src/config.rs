@@ -381,7 +381,8 @@ fn default_poll_ms() -> u64 {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EtcdConfig {
-    /// Client URLs of the cluster; requests are balanced over them. Default
+    /// Client URLs of the cluster. A node talks to one member at a time (each node starts at a
+    /// different one) and moves to the next when it fails or loses its leader. Default
     /// `["http://127.0.0.1:2379"]`. All `http://` or all `https://`; `https://` speaks TLS and,
     /// without `ca_file`, trusts the system's CA store.
     pub endpoints: Vec<String>,
@@ -398,8 +399,8 @@ pub struct EtcdConfig {
     pub cert_file: Option<PathBuf>,
     /// Private key (PEM) of `cert_file`. Default none.
     pub key_file: Option<PathBuf>,
-    /// Deadline for reaching etcd: the start-up probe, each reconnect, each full read, in
-    /// milliseconds. Default 2000.
+    /// Deadline for reaching etcd: the start-up probe of each endpoint, each reconnect, each
+    /// full read, in milliseconds. Default 2000.
     pub dial_timeout_ms: u64,
     /// File holding vulcand's `--sealKey` (64 hex digits): TLS hosts in
     /// `<prefix>/hosts/<name>/host` are opened with it. Default none (such hosts are reported

@@ -354,30 +354,72 @@ async fn publish_on_new_lease(
     Ok(lease)
 }
 
+/// Connect to the member after `from`'s (the one that just failed), or say why not.
+async fn rotate(cfg: &EtcdConfig, from: &etcd::Member) -> Option<etcd::Member> {
+    match etcd::connect_from(cfg, from.next()).await {
+        Ok(m) => {
+            tracing::info!(endpoint = %cfg.endpoints[m.endpoint], "talking to another etcd member");
+            Some(m)
+        }
+        Err(e) => {
+            tracing::warn!("{e}; retrying");
+            None
+        }
+    }
+}
+
+/// The first connect, tried over every endpoint in rounds for up to twice the dial deadline:
+/// during a leader election every member refuses for a moment ("leader changed"), which is no
+/// reason to give up.
+async fn connect_first(cfg: &EtcdConfig) -> anyhow::Result<etcd::Member> {
+    let give_up = tokio::time::Instant::now() + 2 * Duration::from_millis(cfg.dial_timeout_ms);
+    let mut start = etcd::first_endpoint(cfg);
+    loop {
+        match etcd::connect_from(cfg, start).await {
+            Ok(m) => return Ok(m),
+            Err(e) if tokio::time::Instant::now() < give_up => {
+                tracing::warn!("{e}; retrying");
+                start += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 async fn register(cfg: EtcdConfig, plan: Plan, once: bool) -> anyhow::Result<ExitCode> {
-    let mut client = etcd::connect(&cfg).await?;
+    let mut member = connect_first(&cfg).await?;
     if once {
-        publish(&mut client, &cfg, &plan, 0).await?;
+        publish(&mut member.client, &cfg, &plan, 0).await?;
         tracing::info!(server = %plan.server_key, "registered without a lease");
         return Ok(ExitCode::SUCCESS);
     }
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    // The first publish is tried a few times: with a cluster, one request may go to a member
-    // that just went away while the others answer.
+    // The first publish is tried a few times, each after a failure on the next member: with a
+    // cluster, the member this instance reached may just have gone away while the others answer.
     let mut tries = 1;
     let mut lease = loop {
-        match publish_on_new_lease(&mut client, &cfg, &plan).await {
+        match publish_on_new_lease(&mut member.client, &cfg, &plan).await {
             Ok(l) => break l,
             Err(e) if tries < FIRST_PUBLISH_TRIES => {
                 tracing::warn!("{e:#}; retrying");
                 tries += 1;
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                match rotate(&cfg, &member).await {
+                    Some(m) => member = m,
+                    None => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
             }
             Err(e) => return Err(e),
         }
     };
     let every = Duration::from_secs(plan.ttl_secs as u64) / 3;
+    // A keep-alive that takes longer than a third of the TTL is treated as lost, so a stalled
+    // member is left with time to spare on the lease.
+    let keep_alive_cfg = EtcdConfig {
+        dial_timeout_ms: cfg.dial_timeout_ms.min(every.as_millis().max(300) as u64),
+        ..cfg.clone()
+    };
     let mut keeper = None;
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(300)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -387,7 +429,7 @@ async fn register(cfg: EtcdConfig, plan: Plan, once: bool) -> anyhow::Result<Exi
             _ = int.recv() => break,
             _ = tick.tick() => {}
         }
-        match keep_alive(&mut client, &cfg, lease, &mut keeper).await {
+        match keep_alive(&mut member.client, &keep_alive_cfg, lease, &mut keeper).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(
@@ -395,18 +437,32 @@ async fn register(cfg: EtcdConfig, plan: Plan, once: bool) -> anyhow::Result<Exi
                     "lease expired: registering again"
                 );
                 keeper = None;
-                match publish_on_new_lease(&mut client, &cfg, &plan).await {
+                match publish_on_new_lease(&mut member.client, &cfg, &plan).await {
                     Ok(l) => lease = l,
-                    Err(e) => tracing::warn!("{e:#}; retrying"),
+                    Err(e) => {
+                        tracing::warn!("{e:#}; retrying");
+                        if let Some(m) = rotate(&cfg, &member).await {
+                            member = m;
+                        }
+                    }
                 }
             }
             Err(e) => {
                 keeper = None;
-                tracing::warn!("{e:#}; retrying");
+                tracing::warn!("{e:#}; retrying on the next etcd member");
+                if let Some(m) = rotate(&cfg, &member).await {
+                    member = m;
+                }
             }
         }
     }
-    match deadline(&cfg, "revoke the lease", client.lease_revoke(lease)).await {
+    let mut revoked = deadline(&cfg, "revoke the lease", member.client.lease_revoke(lease)).await;
+    if revoked.is_err() {
+        if let Some(mut m) = rotate(&cfg, &member).await {
+            revoked = deadline(&cfg, "revoke the lease", m.client.lease_revoke(lease)).await;
+        }
+    }
+    match revoked {
         Ok(_) => tracing::info!(server = %plan.server_key, "lease revoked: deregistered"),
         Err(e) => tracing::warn!(
             "{e:#}; the server key expires within {}s on its own",

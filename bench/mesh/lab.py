@@ -20,37 +20,15 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-PY = sys.executable
-PREFIX = "rwlab-"
-HOSTS = ["h1", "h2", "h3", "h4"]
-ETCD_HOSTS = ["h1", "h2", "h3"]
-SUBNET = "10.213.0"
-EDGE_ADDR = "10.214.0.2"
-# service -> (port, hosts running an instance)
-SERVICES = {"users": (5001, ["h1", "h2", "h3"]), "orders": (5002, ["h2", "h3"]),
-            "late": (5003, []), "later": (5004, []),
-            "revived": (5005, [])}  # registered only during a scenario
-
-
-def ns(host):
-    return PREFIX + host
-
-
-def addr(host):
-    return f"{SUBNET}.{HOSTS.index(host) + 1}"
-
-
-def sh(*cmd, check=True):
-    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+from faults import drain_503, edge_exposure, sick_instance
+from report import summarize, write as write_report
+from topology import (EDGE_ADDR, ETCD_HOSTS, FRONTEND_SETTINGS, HERE, HOSTS, PREFIX, PY, ROOT,
+                      SERVICES, addr, ns, sh)
 
 
 class Lab:
@@ -58,6 +36,7 @@ class Lab:
         self.binary = binary
         self.dir = workdir
         self.procs = {}  # name -> Popen
+        self.instances = {}  # (service, host) -> name of the instance started last there
 
     # ---------------------------------------------------------------- topology
     @staticmethod
@@ -195,12 +174,15 @@ level = "info"
     def start_instance(self, service, host, tag="", port=None):
         port = port or SERVICES[service][0]
         name = f"{service}-{host}{tag}"
+        self.instances[(service, host)] = name
         self.spawn(name, host, [PY, os.path.join(HERE, "service.py"), "--addr", addr(host),
                                 "--port", str(port), "--name", name])
         self.wait_http(host, f"http://{addr(host)}:{port}/", 10, name)
         reg = [self.binary, "register", "--backend", service, "--url",
                f"http://{addr(host)}:{port}", "--server-id", name,
                "--frontend", f"{service}=PathPrefix(`/{service}/`)", "--ttl", "3s"]
+        if service in FRONTEND_SETTINGS:
+            reg += ["--frontend-settings", f"{service}={json.dumps(FRONTEND_SETTINGS[service])}"]
         for e in self.etcd_endpoints():
             reg += ["--etcd", e]
         self.spawn(f"register-{name}", host, reg)
@@ -267,29 +249,6 @@ level = "info"
         return rows
 
 
-def quantile(values, q):
-    if not values:
-        return None
-    s = sorted(values)
-    return round(s[min(len(s) - 1, int(q * len(s)))], 2)
-
-
-def summarize(name, rows, extra=None):
-    failed = [r for r in rows if r["status"] != 200]
-    result = {
-        "name": name,
-        "requests": len(rows),
-        "failed": len(failed),
-        "failed_idempotent": sum(1 for r in failed if r["method"] == "GET"),
-        "p50_ms": quantile([r["ms"] for r in rows], 0.50),
-        "p99_ms": quantile([r["ms"] for r in rows], 0.99),
-        "settle_ms": None,
-    }
-    result.update(extra or {})
-    result["errors"] = sorted({f"{r['status']} {r['error']}".strip() for r in failed})[:5]
-    return result
-
-
 def cross_node(lab, seconds):
     """Every host calls every service through its own ringway; the internet calls the edge."""
     rows = lab.drive("cross-node", seconds, 60, HOSTS, ["/users/x", "/orders/y"], edge=True)
@@ -299,7 +258,7 @@ def cross_node(lab, seconds):
             service = r["instance"].split("-")[0]
             spread.setdefault(service, {}).setdefault(r["instance"], 0)
             spread[service][r["instance"]] += 1
-    expected = {s: sorted(f"{s}-{h}" for h in hosts) for s, (_, hosts) in SERVICES.items()}
+    expected = {s: sorted(f"{s}-{h}" for h in SERVICES[s][1]) for s in ("users", "orders")}
     missing = [i for s, names in expected.items() for i in names if i not in spread.get(s, {})]
     result = summarize("cross-node", rows, {"spread": spread})
     problems = []
@@ -329,14 +288,13 @@ def instance_crash(lab, seconds):
     seconds = max(seconds, 6)
     drivers = lab.start_drive("instance-crash", seconds, 80, HOSTS, ["/users/c"])
     time.sleep(seconds / 3)
-    victim = "users-h3"
+    victim = lab.instances[("users", "h3")]  # a release may have replaced the first one
     killed_at = time.time()
     lab.signal(victim, signal.SIGKILL)
     lab.signal(f"register-{victim}", signal.SIGKILL)
     lab.procs[victim].wait(5)
     dead_at = time.time()  # the process is gone (its sockets closed) by now
-    rows = lab.collect(drivers, seconds)
-    # every table drops the dead server once its lease (3 s) expires
+    # every table drops the dead server once its lease (3 s) expires; watched while the load runs
     gone_after = None
     deadline = killed_at + 15
     while time.time() < deadline:
@@ -344,13 +302,16 @@ def instance_crash(lab, seconds):
             gone_after = round((time.time() - killed_at) * 1000)
             break
         time.sleep(0.2)
+    rows = lab.collect(drivers, seconds)
     # a POST the instance may have taken before it died: started before it was gone and not
     # answered before the kill
     in_flight_posts = sum(1 for r in rows if r["method"] == "POST"
                           and r["t"] <= dead_at and r["t"] + r["ms"] / 1000 >= killed_at)
     result = summarize("instance-crash", rows, {
-        "posts_in_flight_at_kill": in_flight_posts, "server_gone_ms": gone_after,
-        "dying_ms": round((dead_at - killed_at) * 1000, 1)})
+        "killed": victim, "posts_in_flight_at_kill": in_flight_posts, "server_gone_ms": gone_after,
+        "dying_ms": round((dead_at - killed_at) * 1000, 1)},
+        faults=[(killed_at, f"kill -9 {victim}")] + (
+            [(killed_at + gone_after / 1000, "left every table")] if gone_after else []))
     answered_after = [r for r in rows if r["status"] == 200 and r["t"] > killed_at + 0.5]
     problems = []
     if result["failed_idempotent"]:
@@ -388,7 +349,9 @@ def rolling_release(lab, seconds):
     time.sleep(1)
     t0 = time.time()
     current = {h: f"users-{h}" for h in SERVICES["users"][1]}
+    faults = []
     for release, port in (("-v2", 5011), ("-v3", 5001)):
+        faults.append((time.time(), f"release {release[1:]}"))
         for h in SERVICES["users"][1]:
             new = lab.start_instance("users", h, tag=release, port=port)
             wait_in_tables(lab, new, True)
@@ -402,7 +365,7 @@ def rolling_release(lab, seconds):
             current[h] = new
     released_in = round(time.time() - t0, 1)
     rows = lab.collect(drivers, drive_for)
-    result = summarize("rolling-release", rows, {"release_s": released_in})
+    result = summarize("rolling-release", rows, {"release_s": released_in}, faults=faults)
     served_by_new = {r["instance"] for r in rows if r["status"] == 200
                      and r["instance"].endswith("-v3")}
     problems = []
@@ -454,7 +417,8 @@ def etcd_outage(lab, seconds):
     outage = [r for r in rows if down_at <= r["t"] <= back_at]
     result = summarize("etcd-outage", rows, {
         "outage_s": round(back_at - down_at, 1), "answered_during_outage":
-        sum(1 for r in outage if r["status"] == 200), "new_route_everywhere_ms": reached})
+        sum(1 for r in outage if r["status"] == 200), "new_route_everywhere_ms": reached},
+        faults=[(down_at, "etcd down"), (back_at, "etcd back")])
     problems = []
     if result["failed"]:
         problems.append(f"{result['failed']} failed requests")
@@ -495,12 +459,14 @@ def etcd_member_loss(lab, seconds):
     time.sleep(1)
     t0 = time.time()
     reached = {}
+    faults = []
     for phase, (service, port) in (("first-endpoint", ("late", 5003)),
                                    ("leader", ("later", 5004))):
         victim = "h1" if phase == "first-endpoint" else etcd_leader(lab)
         lab.signal(f"etcd-{victim}", signal.SIGKILL)
         lab.procs[f"etcd-{victim}"].wait(10)
         lost_at = time.time()
+        faults.append((lost_at, f"kill etcd {victim}"))
         lab.start_instance(service, "h2", port=port)
         try:
             lab.wait_routes([f"/{service}/x"], 20)
@@ -513,7 +479,7 @@ def etcd_member_loss(lab, seconds):
     rows = lab.collect(drivers, drive_for)
     result = summarize("etcd-member-loss", rows, {
         "route_during_member_loss_ms": reached.get("first-endpoint"),
-        "route_during_leader_loss_ms": reached.get("leader")})
+        "route_during_leader_loss_ms": reached.get("leader")}, faults=faults)
     problems = []
     if result["failed"]:
         problems.append(f"{result['failed']} failed requests")
@@ -524,22 +490,6 @@ def etcd_member_loss(lab, seconds):
         problems.append("the load ended before the scenario did")
     result["problems"] = problems
     return result
-
-
-STANDARD = {"name", "requests", "failed", "failed_idempotent", "p50_ms", "p99_ms", "settle_ms",
-            "errors", "problems", "spread"}
-DETAILS = {
-    "posts_in_flight_at_kill": "POSTs in flight at the fault:",
-    "dying_ms": "it took (ms) to die:",
-    "server_gone_ms": "the dead server left every table after (ms, lease TTL 3 s):",
-    "failed_posts": "POSTs lost to the silent host:",
-    "route_during_member_loss_ms": "with h1's etcd member down, a new route reached every node in (ms):",
-    "route_during_leader_loss_ms": "with the leader down, a new route reached every node in (ms):",
-    "release_s": "two releases of three instances took (s):",
-    "outage_s": "etcd was down for (s):",
-    "answered_during_outage": "requests answered during the outage:",
-    "new_route_everywhere_ms": "a route registered after etcd returned reached every node in (ms):",
-}
 
 
 def partition(host, cut):
@@ -578,7 +528,8 @@ def host_partition(lab, seconds):
     settle = round((max(disturbed) - cut_at) * 1000) if disturbed else 0
     in_flight_posts = sum(1 for r in rows if r["method"] == "POST" and r["t"] <= cut_at
                           and r["t"] + r["ms"] / 1000 >= cut_at)
-    result = summarize("host-partition", rows, {"posts_in_flight_at_kill": in_flight_posts})
+    result = summarize("host-partition", rows, {"posts_in_flight_at_kill": in_flight_posts},
+                       faults=[(cut_at, "cut h3 off")])
     result["failed_posts"] = result["failed"] - result["failed_idempotent"]
     result["settle_ms"] = settle
     problems = []
@@ -592,43 +543,19 @@ def host_partition(lab, seconds):
     return result
 
 
-def report(results, out_dir, quick, started, rev):
-    os.makedirs(os.path.join(out_dir, "history"), exist_ok=True)
-    doc = {"generated": started, "revision": rev, "quick": quick, "scenarios": results}
-    with open(os.path.join(out_dir, "latest.json"), "w") as f:
-        json.dump(doc, f, indent=2)
-    lines = [f"# Mesh lab ({'quick' if quick else 'full'} run, {started}, {rev})", "",
-             "`bench/mesh/run" + (" --quick" if quick else "") + "`: 4 hosts in network "
-             "namespaces, 3-member etcd cluster, one ringway per host. Failed = no answer or "
-             "not 200; idempotent = GET.", "",
-             "| scenario | requests | failed | failed idempotent | p50 ms | p99 ms | settle ms "
-             "| verdict |", "|---|---:|---:|---:|---:|---:|---:|---|"]
-    for r in results:
-        verdict = "ok" if not r["problems"] else "FAIL: " + "; ".join(r["problems"])
-        lines.append(f"| {r['name']} | {r['requests']} | {r['failed']} | "
-                     f"{r['failed_idempotent']} | {r['p50_ms']} | {r['p99_ms']} | "
-                     f"{r['settle_ms'] if r['settle_ms'] is not None else '–'} | {verdict} |")
-    for r in results:
-        details = {k: v for k, v in r.items() if k not in STANDARD}
-        if details:
-            lines += ["", f"**{r['name']}**: " + "; ".join(
-                f"{DETAILS.get(k, k)} {v}" for k, v in details.items())]
-        if r.get("spread"):
-            lines += ["", f"**{r['name']}**: answers per instance: " + "; ".join(
-                f"{s}: " + ", ".join(f"{i} {n}" for i, n in sorted(c.items()))
-                for s, c in sorted(r["spread"].items()))]
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(out_dir, "latest.md"), "w") as f:
-        f.write(text)
-    stamp = started.replace(":", "")[:15]
-    shutil.copy(os.path.join(out_dir, "latest.md"),
-                os.path.join(out_dir, "history", f"{stamp}-{rev}.md"))
-    return text
-
-
 SCENARIOS = {"cross-node": cross_node, "rolling-release": rolling_release,
              "instance-crash": instance_crash, "host-partition": host_partition,
-             "etcd-member-loss": etcd_member_loss, "etcd-outage": etcd_outage}
+             "etcd-member-loss": etcd_member_loss, "etcd-outage": etcd_outage,
+             "edge-exposure": edge_exposure, "drain-503": drain_503,
+             "sick-instance": sick_instance}
+
+
+class Stopped(BaseException):
+    """SIGTERM: unwind through every cleanup, then exit 143."""
+
+
+def stopped(*_):
+    raise Stopped()
 
 
 def main():
@@ -641,14 +568,15 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("mesh lab: needs root (it creates network namespaces)")
-    for tool in ("ip", "etcd"):
+    for tool, package in (("ip", "iproute2"), ("etcd", "etcd-server"), ("nft", "nftables")):
         if not shutil.which(tool):
-            raise SystemExit(f"mesh lab: `{tool}` is missing (bench/mesh/run installs it)")
+            raise SystemExit(f"mesh lab: `{tool}` is missing: install Debian's {package} "
+                             "(bench/mesh/run and tests/run.sh do when run as root)")
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     rev = sh("git", "-C", ROOT, "rev-parse", "--short", "HEAD", check=False).stdout.strip()
     workdir = tempfile.mkdtemp(prefix="ringway-mesh-lab-")
     lab = Lab(args.binary, workdir)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, stopped)
     seconds = 3 if args.quick else 15
     results = []
     try:
@@ -658,10 +586,16 @@ def main():
         for service, (_, hosts) in SERVICES.items():
             for h in hosts:
                 lab.start_instance(service, h)
-        lab.wait_routes(["/users/ready", "/orders/ready"], 30)
+        lab.wait_routes(["/users/ready", "/orders/ready", "/drain/ready", "/sick/ready"], 30)
         for name in args.scenario or list(SCENARIOS):
-            results.append(SCENARIOS[name](lab, seconds))
-            print(f"mesh lab: {name}: {json.dumps({k: v for k, v in results[-1].items() if k != 'spread'})}",
+            try:
+                results.append(SCENARIOS[name](lab, seconds))
+            except SystemExit as e:
+                # a scenario that cannot run or finish fails with its reason; the rest still run
+                results.append({"name": name, "requests": 0, "failed": 0, "failed_idempotent": 0,
+                                "p50_ms": None, "p99_ms": None, "settle_ms": None,
+                                "problems": [str(e)]})
+            print(f"mesh lab: {name}: {json.dumps({k: v for k, v in results[-1].items() if k not in ('spread', 'timeline')})}",
                   flush=True)
     finally:
         lab.stop_all()
@@ -670,11 +604,17 @@ def main():
             print(f"mesh lab: logs and call records kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(report(results, args.out, args.quick, started, rev))
+    print(write_report(results, args.out, args.quick, started, rev))
     bad = [r["name"] for r in results if r["problems"]]
+    # in the format of cargo's summary lines, so tests/run.sh counts scenarios with the tests
+    print(f"test result: {'FAILED' if bad else 'ok'}. {len(results) - len(bad)} passed; "
+          f"{len(bad)} failed (mesh lab scenarios)")
     if bad:
         raise SystemExit(f"mesh lab: scenarios short of their figures: {', '.join(bad)}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Stopped:
+        sys.exit(143)

@@ -6,10 +6,25 @@
 GET and HEAD answer 200 with a short text body; POST and PUT read the request body and answer
 200 with its length. Every answer carries `X-Instance: <name>` so the load driver records which
 instance served each request.
+
+Faults, switched on by signals so an instance starts healthy and turns bad under load:
+SIGUSR1 drains (every answer is 503, as a server shutting down), SIGUSR2 makes it sick (every
+answer 300 ms late, every other one a 500).
+
+Requests that carry `probe=` in their target or an `Upgrade`/`HTTP2-Settings` field are logged
+to stdout as one JSON line each (the edge-exposure scenario counts what got through).
 """
 import argparse
 import http.server
+import json
+import signal
 import socketserver
+import sys
+import threading
+import time
+
+STATE = {"drain": False, "sick": False, "n": 0}
+LOCK = threading.Lock()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -21,7 +36,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def _answer(self, body: bytes) -> None:
-        self.send_response(200)
+        if "probe=" in self.path or self.headers.get("Upgrade") or self.headers.get(
+                "HTTP2-Settings"):
+            line = json.dumps({"method": self.command, "path": self.path,
+                               "upgrade": self.headers.get("Upgrade"),
+                               "http2_settings": self.headers.get("HTTP2-Settings"),
+                               "host": self.headers.get("Host")})
+            with LOCK:
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+        status = 200
+        if STATE["drain"]:
+            status, body = 503, b"draining\n"
+        elif STATE["sick"]:
+            time.sleep(0.3)
+            with LOCK:
+                STATE["n"] += 1
+                if STATE["n"] % 2:
+                    status, body = 500, b"sick\n"
+        self.send_response(status)
         self.send_header("X-Instance", self.instance)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -58,6 +91,8 @@ def main() -> None:
     ap.add_argument("--name", required=True)
     args = ap.parse_args()
     Handler.instance = args.name
+    signal.signal(signal.SIGUSR1, lambda *_: STATE.update(drain=True))
+    signal.signal(signal.SIGUSR2, lambda *_: STATE.update(sick=True))
     Server((args.addr, args.port), Handler).serve_forever()
 
 

@@ -9,7 +9,7 @@ mod client;
 mod sync;
 mod tls;
 
-pub use client::{connect, key_prefix, read_all, EtcdError};
+pub use client::{connect, connect_from, first_endpoint, key_prefix, read_all, EtcdError, Member};
 use tls::EtcdTls;
 
 use std::path::PathBuf;

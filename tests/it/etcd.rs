@@ -3,6 +3,7 @@
 
 mod churn;
 mod cli;
+mod members;
 mod tls;
 
 use std::time::{Duration, Instant};

@@ -30,13 +30,16 @@ pub struct EtcdTlsFiles {
     pub client_key: PathBuf,
 }
 
-/// A single-member etcd cluster for one test.
+/// A single-member etcd cluster for one test, or one member of an [`EtcdCluster`].
 pub struct EtcdServer {
     child: Option<Child>,
     client_port: u16,
     peer_port: u16,
     dir: TempDir,
     tls: Option<EtcdTlsFiles>,
+    name: String,
+    /// `--initial-cluster`; empty for a single member (it is then `<name>=<peer url>`).
+    initial_cluster: String,
 }
 
 impl EtcdServer {
@@ -63,7 +66,13 @@ impl EtcdServer {
             peer_port: free_port(),
             dir: TempDir::new("etcd"),
             tls: None,
+            name: "it".into(),
+            initial_cluster: String::new(),
         }
+    }
+
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
     }
 
     /// The client URL, e.g. `http://127.0.0.1:23790` (`https://` over TLS).
@@ -78,8 +87,26 @@ impl EtcdServer {
 
     /// (Re)start etcd on the same ports and data dir and wait until it is healthy.
     pub fn restart(&mut self) {
+        let log_before = self.spawn();
+        self.wait_healthy(log_before);
+    }
+
+    /// Start the process; the length of its log before it started.
+    fn spawn(&mut self) -> usize {
         assert!(self.child.is_none(), "etcd is already running");
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = self.peer_url();
+        let cluster = if self.initial_cluster.is_empty() {
+            format!("{}={peer}", self.name)
+        } else {
+            self.initial_cluster.clone()
+        };
+        // A single member elects itself quickly with short ticks; members of a cluster get
+        // ticks long enough that a busy test machine does not flap the leader.
+        let (heartbeat, election) = if self.initial_cluster.is_empty() {
+            (10, 100)
+        } else {
+            (50, 500)
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -95,22 +122,22 @@ impl EtcdServer {
                 .arg("--client-cert-auth");
         }
         let child = command
-            .arg("--name=it")
+            .arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", self.data_dir().display()))
             .arg(format!("--listen-client-urls={}", self.endpoint()))
             .arg(format!("--advertise-client-urls={}", self.endpoint()))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=it={peer}"))
-            // A single member elects itself quickly with short ticks.
-            .arg("--heartbeat-interval=10")
-            .arg("--election-timeout=100")
+            .arg(format!("--initial-cluster={cluster}"))
+            .arg("--initial-cluster-token=ringway-it")
+            .arg(format!("--heartbeat-interval={heartbeat}"))
+            .arg(format!("--election-timeout={election}"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start etcd (install Debian's etcd-server)");
         self.child = Some(child);
-        self.wait_healthy(log_before);
+        log_before
     }
 
     fn wait_healthy(&mut self, log_before: usize) {
@@ -184,6 +211,83 @@ impl EtcdServer {
 impl Drop for EtcdServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A 3-member etcd cluster on loopback, each member on its own free ports and data dir.
+pub struct EtcdCluster {
+    pub members: Vec<EtcdServer>,
+}
+
+impl EtcdCluster {
+    /// Start three members and wait until each is healthy (which needs a leader).
+    pub fn start() -> EtcdCluster {
+        let mut members: Vec<EtcdServer> = (0..3)
+            .map(|i| {
+                let mut m = EtcdServer::stopped();
+                m.name = format!("m{i}");
+                m
+            })
+            .collect();
+        let cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.initial_cluster = cluster.clone();
+            // Start all before waiting: a member is healthy only once a quorum elected a leader.
+            m.spawn();
+        }
+        for m in &mut members {
+            m.wait_healthy(0);
+        }
+        EtcdCluster { members }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(EtcdServer::endpoint).collect()
+    }
+
+    /// The index of the member that leads, as the running members report it.
+    fn leader(&self) -> Option<usize> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(async {
+            let mut ids = Vec::new();
+            let mut leader = None;
+            for m in &self.members {
+                let Ok(mut c) = Client::connect([m.endpoint()], None).await else {
+                    ids.push(0);
+                    continue;
+                };
+                match tokio::time::timeout(Duration::from_secs(1), c.status()).await {
+                    Ok(Ok(st)) => {
+                        ids.push(st.header().map_or(0, |h| h.member_id()));
+                        leader = leader.or(Some(st.leader()).filter(|l| *l != 0));
+                    }
+                    _ => ids.push(0),
+                }
+            }
+            ids.iter().position(|id| Some(*id) == leader)
+        })
+    }
+
+    /// The index of the leading member, once the running members agree there is one.
+    pub fn await_leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = self.leader() {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the etcd cluster elected no leader"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

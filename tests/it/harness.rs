@@ -308,18 +308,33 @@ impl Ringway {
         snapshot: bool,
         extra_profile: &str,
     ) -> Ringway {
-        Ringway::start_etcd_with(dir, endpoint, snapshot, "", extra_profile)
+        Ringway::start_etcd_with(dir, &[endpoint.to_string()], snapshot, "", extra_profile)
     }
 
-    /// Like [`Ringway::start_etcd`], with `etcd_keys` (TOML lines) added to `[etcd]`.
+    /// A node reading routes from an etcd cluster at these client URLs.
+    pub fn start_etcd_cluster(
+        dir: TempDir,
+        endpoints: &[String],
+        snapshot: bool,
+        extra_profile: &str,
+    ) -> Ringway {
+        Ringway::start_etcd_with(dir, endpoints, snapshot, "", extra_profile)
+    }
+
+    /// Like [`Ringway::start_etcd_cluster`], with `etcd_keys` (TOML lines) added to `[etcd]`.
     #[allow(dead_code)]
     pub fn start_etcd_with(
         dir: TempDir,
-        endpoint: &str,
+        endpoints: &[String],
         snapshot: bool,
         etcd_keys: &str,
         extra_profile: &str,
     ) -> Ringway {
+        let endpoints = endpoints
+            .iter()
+            .map(|e| format!("\"{e}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let snapshot = if snapshot {
             "snapshot = \"snapshot.json\"\n"
         } else {
@@ -327,7 +342,7 @@ impl Ringway {
         };
         let routes = format!(
             "[routes]\nsource = \"etcd\"\n{snapshot}\n\
-             [etcd]\nendpoints = [\"{endpoint}\"]\nprefix = \"/vulcand\"\ndial_timeout_ms = 1000\n{etcd_keys}\n"
+             [etcd]\nendpoints = [{endpoints}]\nprefix = \"/vulcand\"\ndial_timeout_ms = 1000\n{etcd_keys}\n"
         );
         Ringway::launch(
             dir,

@@ -1123,7 +1123,7 @@ fn vulcands_sealed_tls_hosts_in_etcd_are_chosen_by_sni_and_follow_changes() {
     let port = free_port();
     let rw = Ringway::start_etcd_with(
         dir,
-        &etcd.endpoint(),
+        &[etcd.endpoint()],
         false,
         "seal_key_file = \"seal.key\"\n",
         &format!(

@@ -1,6 +1,14 @@
 //! Reaching etcd: connection options from a profile's `[etcd]` section (auth, TLS, keep-alive),
-//! a connect that fails within the dial deadline (etcd-client's own connect is lazy), and a
-//! consistent, paged full read of the prefix.
+//! a connect to one member at a time that tries the endpoints in turn, each within the dial
+//! deadline (etcd-client's own connect is lazy), and a consistent, paged full read of the prefix.
+//!
+//! A client talks to one member, not to a channel balanced over all of them: a balanced channel
+//! keeps handing requests and new watches to a member that went away (each fails at once with a
+//! connect error, again and again), so a reconnect or a registration made while one member is
+//! down fails often and at random. With one member per client, a failure moves the caller on to
+//! the next endpoint, and every request asks for a member with a leader (etcd's
+//! `WithRequireLeader`), so a member cut off from its cluster fails a watch or read instead of
+//! leaving it hanging.
 
 use std::time::Duration;
 
@@ -90,6 +98,7 @@ fn connect_options(cfg: &EtcdConfig, tls: Option<&EtcdTls>) -> ConnectOptions {
     let dial = Duration::from_millis(cfg.dial_timeout_ms);
     // etcd refuses client pings more often than every 5 s (--grpc-keepalive-min-time).
     let mut opts = ConnectOptions::new()
+        .with_require_leader(true)
         .with_connect_timeout(dial)
         .with_keep_alive(Duration::from_secs(10), dial.max(Duration::from_secs(1)))
         .with_keep_alive_while_idle(true);
@@ -102,14 +111,55 @@ fn connect_options(cfg: &EtcdConfig, tls: Option<&EtcdTls>) -> ConnectOptions {
     opts
 }
 
-/// Connect and prove etcd answers (a one-key read) within the dial deadline. The TLS files are
-/// read on every connect, so a reconnect picks up renewed certificates. When TLS is on and
-/// etcd cannot be used, a handshake of ringway's own says whether TLS is why.
+/// A client on one etcd member: `endpoint` is its index in the configured list, so a caller
+/// that loses it moves on with [`Member::next`].
+pub struct Member {
+    pub client: Client,
+    pub endpoint: usize,
+}
+
+impl Member {
+    /// Where to start the next connect: the endpoint after this one.
+    pub fn next(&self) -> usize {
+        self.endpoint + 1
+    }
+}
+
+/// Where a process starts in the endpoint list, so a fleet of nodes spreads over the members
+/// instead of all landing on the first.
+pub fn first_endpoint(cfg: &EtcdConfig) -> usize {
+    std::process::id() as usize % cfg.endpoints.len().max(1)
+}
+
+/// Connect and prove etcd answers (a one-key read) within the dial deadline, trying the
+/// endpoints in turn from a per-process starting point.
 pub async fn connect(cfg: &EtcdConfig) -> Result<Client, EtcdError> {
+    Ok(connect_from(cfg, first_endpoint(cfg)).await?.client)
+}
+
+/// Try the endpoints in turn from index `start` (wrapping), each within the dial deadline; the
+/// first member that answers a one-key read wins. The error is the last member's. The TLS
+/// files are read on every connect, so a reconnect picks up renewed certificates; when TLS is
+/// on and no member can be used, a handshake of ringway's own says whether TLS is why.
+pub async fn connect_from(cfg: &EtcdConfig, start: usize) -> Result<Member, EtcdError> {
     let tls = EtcdTls::load(cfg)?;
-    let result = connect_and_probe(cfg, tls.as_ref()).await;
-    let (Err(err), Some(tls)) = (&result, tls) else {
-        return result;
+    let n = cfg.endpoints.len().max(1);
+    let mut last = None;
+    for i in 0..n {
+        let endpoint = (start + i) % n;
+        match connect_one(cfg, endpoint, tls.as_ref()).await {
+            Ok(client) => return Ok(Member { client, endpoint }),
+            Err(e) => {
+                if n > 1 {
+                    tracing::debug!("{e}; trying the next endpoint");
+                }
+                last = Some(e);
+            }
+        }
+    }
+    let err = last.unwrap_or_else(|| EtcdError::timeout(cfg, "connect"));
+    let Some(tls) = tls else {
+        return Err(err);
     };
     let endpoints = cfg.endpoints.clone();
     // A cluster that does not answer at all is not a TLS problem: the diagnosis gets a short
@@ -120,22 +170,31 @@ pub async fn connect(cfg: &EtcdConfig) -> Result<Client, EtcdError> {
             tracing::debug!("etcd-client: {err}");
             Err(tls_err)
         }
-        _ => result,
+        _ => Err(err),
     }
 }
 
-async fn connect_and_probe(cfg: &EtcdConfig, tls: Option<&EtcdTls>) -> Result<Client, EtcdError> {
+async fn connect_one(
+    cfg: &EtcdConfig,
+    endpoint: usize,
+    tls: Option<&EtcdTls>,
+) -> Result<Client, EtcdError> {
     let dial = Duration::from_millis(cfg.dial_timeout_ms);
+    let url = cfg.endpoints.get(endpoint).map_or("", String::as_str);
+    let one = EtcdConfig {
+        endpoints: vec![url.to_string()],
+        ..cfg.clone()
+    };
     let opts = connect_options(cfg, tls);
-    let mut client = tokio::time::timeout(dial, Client::connect(&cfg.endpoints, Some(opts)))
+    let mut client = tokio::time::timeout(dial, Client::connect([url], Some(opts)))
         .await
-        .map_err(|_| EtcdError::timeout(cfg, "connect"))?
-        .map_err(|e| EtcdError::client(cfg, "connect", e))?;
+        .map_err(|_| EtcdError::timeout(&one, "connect"))?
+        .map_err(|e| EtcdError::client(&one, "connect", e))?;
     let probe = GetOptions::new().with_limit(1).with_keys_only();
     tokio::time::timeout(dial, client.get(key_prefix(&cfg.prefix), Some(probe)))
         .await
-        .map_err(|_| EtcdError::timeout(cfg, "probe read"))?
-        .map_err(|e| EtcdError::client(cfg, "probe read", e))?;
+        .map_err(|_| EtcdError::timeout(&one, "probe read"))?
+        .map_err(|e| EtcdError::client(&one, "probe read", e))?;
     Ok(client)
 }
 

@@ -1,5 +1,6 @@
 //! The control thread's loop: full read → publish → watch from revision+1, coalescing bursts of
-//! events into one compile; on any loss, keep the current table, back off, reconnect, re-read.
+//! events into one compile; on any loss, keep the current table, back off, reconnect (to the
+//! next endpoint first: the member just lost is likely the one that went away), re-read.
 
 use std::path::PathBuf;
 use std::sync::mpsc::SyncSender;
@@ -9,7 +10,7 @@ use etcd_client::{Client, EventType, WatchOptions, WatchResponse, WatchStream};
 use tokio::sync::watch;
 
 use super::backoff::Backoff;
-use super::client::{self, EtcdError, MAX_MESSAGE_BYTES};
+use super::client::{self, Member, MAX_MESSAGE_BYTES};
 use super::Startup;
 use crate::config::EtcdConfig;
 use crate::control::{file, TableHandle};
@@ -70,7 +71,8 @@ impl RouteSync {
     pub(super) async fn run(mut self, started: SyncSender<Startup>) {
         let mut started = Some(started);
         let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
-        let mut client: Option<Client> = None;
+        let mut member: Option<Member> = None;
+        let mut next_endpoint = client::first_endpoint(&self.cfg);
         let mut delay: Option<Duration> = None;
         loop {
             if let Some(d) = delay.take() {
@@ -79,22 +81,30 @@ impl RouteSync {
                 }
             }
             let cfg = self.cfg.clone();
-            let reuse = client.take();
+            let reuse = member.take();
             let attempt = async move {
-                let c = match reuse {
-                    Some(c) => c,
-                    None => client::connect(&cfg).await?,
+                let m = match reuse {
+                    Some(m) => m,
+                    None => client::connect_from(&cfg, next_endpoint)
+                        .await
+                        .map_err(|e| (e, None))?,
                 };
-                let kv = client::read_all(&c, &cfg).await?;
-                Ok::<_, EtcdError>((c, kv))
+                // A member that answered the probe but fails the read: start elsewhere next.
+                match client::read_all(&m.client, &cfg).await {
+                    Ok(kv) => Ok((m, kv)),
+                    Err(e) => Err((e, Some(m.next()))),
+                }
             };
             let result = tokio::select! {
                 _ = self.stop.changed() => break,
                 r = attempt => r,
             };
-            let (c, kv) = match result {
+            let (m, kv) = match result {
                 Ok(ok) => ok,
-                Err(e) => {
+                Err((e, next)) => {
+                    if let Some(n) = next {
+                        next_endpoint = n;
+                    }
                     self.handle.set_etcd_connected(false);
                     if let Some(tx) = started.take() {
                         tracing::error!("{e}");
@@ -111,15 +121,16 @@ impl RouteSync {
             if let Some(tx) = started.take() {
                 let _ = tx.send(Startup::Etcd { revision });
             }
-            match self.watch(&c, &mut backoff).await {
+            match self.watch(&m.client, &mut backoff).await {
                 WatchEnd::Stopped => break,
-                WatchEnd::Compacted => client = Some(c),
+                WatchEnd::Compacted => member = Some(m),
                 WatchEnd::Lost(why) => {
                     self.handle.set_etcd_connected(false);
                     tracing::warn!(
-                        endpoints = %self.cfg.endpoints.join(","),
+                        endpoint = %self.cfg.endpoints.get(m.endpoint).map_or("", String::as_str),
                         "etcd watch lost: {why}; serving the current route table, reconnecting"
                     );
+                    next_endpoint = m.next();
                     delay = Some(backoff.next_delay());
                 }
             }
