@@ -51,7 +51,14 @@ SCENARIO_TITLE = {
           "no failures (ringway only), 64 connections",
     "S11": "S11 body replay cost: POST 1 KiB with scroll's FailoverPredicate (replayable) vs "
            "vulcand's default (never resent) (ringway only), 64 connections",
+    "T1": "T1 TLS small GET, keep-alive",
+    "T2": "T2 TLS new connection per request (wrk, Connection: close): resumed handshakes, "
+          "as wrk resumes its TLS session on every reconnect",
+    "T2F": "T2F TLS new connection per request with a full handshake (wrk, Connection: "
+           "close, with lib/no-resume.c preloaded: no resumption)",
+    "T3": "T3 TLS 1 MiB responses, keep-alive, 16 connections",
 }
+TLS_SCENARIOS = ["T1", "T2", "T2F", "T3"]
 
 
 # ---------------------------------------------------------------- /proc snapshots
@@ -119,6 +126,10 @@ def cmd_record(args):
         rec["errors"] = (w["err_connect"] + w["err_read"] + w["err_write"]
                          + w["err_timeout"])
         rec["non2xx"] = w["err_status"]
+        # Throughput of response bytes (headers included), and the proxy's CPU per MiB of it.
+        mib = w["bytes"] / 1048576
+        rec["mib_s"] = mib / secs if secs > 0 else 0.0
+        rec["cpu_us_per_mib"] = cpu_s * 1e6 / mib if mib else None
     rec["peak_rss_kib"] = after["hwm_kib"]
     for kv in args.extra or []:
         k, v = kv.split("=", 1)
@@ -139,10 +150,15 @@ def cmd_record(args):
     if "failed" in rec:
         print(f"    {args.proxy:14s} FAILED: {rec['failed']}")
     else:
-        print(f"    {args.proxy:14s} {rec['rps']:10.0f} req/s  p50 {rec['p50_us']/1000:7.2f} ms"
-              f"  p99 {rec['p99_us']/1000:7.2f} ms  cpu {rec['cpu_us_per_req'] or 0:6.2f} us/req"
+        p50 = rec.get("p50_us") or 0
+        p99 = rec.get("p99_us") or 0
+        print(f"    {args.proxy:14s} {rec['rps']:10.0f} req/s  p50 {p50/1000:7.2f} ms"
+              f"  p99 {p99/1000:7.2f} ms  cpu {rec['cpu_us_per_req'] or 0:6.2f} us/req"
               f" ({rec['cpu_util']*100:3.0f}% core)  hwm {rec['peak_rss_kib']/1024:6.1f} MiB"
-              f"  err {rec['errors']} non2xx {rec['non2xx']}")
+              f"  err {rec['errors']} non2xx {rec['non2xx']}"
+              + (f"  {rec['mib_s']:.0f} MiB/s" if args.scenario == "T3" else "")
+              + (f"  ringway handshakes full {rec['tls_full']:.0f} resumed {rec['tls_resumed']:.0f}"
+                 if "tls_full" in rec else ""))
 
 
 def cmd_record_idle(args):
@@ -291,7 +307,8 @@ def summarise(recs):
         s = {"runs": len(rs), "failed_runs": len(rs) - len(ok)}
         for key in ["rps", "p50_us", "p90_us", "p99_us", "p999_us", "cpu_us_per_req",
                     "cpu_util", "peak_rss_kib", "kib_per_conn", "rss_before_kib",
-                    "rss_after_kib", "opened"]:
+                    "rss_after_kib", "opened", "mib_s", "cpu_us_per_mib",
+                    "tls_full", "tls_resumed"]:
             vals = [r.get(key) for r in ok if r.get(key) is not None]
             if vals:
                 s[key] = median(vals)
@@ -301,26 +318,36 @@ def summarise(recs):
         out.setdefault(scen, {})[proxy] = s
     # Ratios against a reference proxy, computed round by round (both measured in the same
     # round, minutes apart at most), then the median over rounds.
+    # The T scenarios also get ratios to HAProxy (prefix ratioh_) and keep the per-round
+    # ratios (rounds_ratio_*, rounds_ratioh_*: {round: ratio}).
     for scen, proxies in out.items():
         ref = "nginx" if "nginx" in proxies else ("ringway-1" if "ringway-1" in proxies else None)
         if ref is None:
             continue
-        ref_by_round = {r["round"]: r for r in recs
-                        if r["scenario"] == scen and r["proxy"] == ref and "failed" not in r}
-        for proxy, s in proxies.items():
-            s["ratio_ref"] = ref
-            for key in ["rps", "cpu_us_per_req", "p50_us", "p99_us", "p999_us", "kib_per_conn",
-                        "peak_rss_kib"]:
-                ratios = []
-                for r in recs:
-                    if (r["scenario"] == scen and r["proxy"] == proxy and "failed" not in r
-                            and r["round"] in ref_by_round):
-                        a = r.get(key)
-                        b = ref_by_round[r["round"]].get(key)
-                        if a is not None and b:
-                            ratios.append(a / b)
-                if ratios:
-                    s["ratio_" + key] = median(ratios)
+        refs = [(ref, "ratio_")]
+        if scen in TLS_SCENARIOS and "haproxy" in proxies:
+            refs.append(("haproxy", "ratioh_"))
+        for ref_proxy, prefix in refs:
+            ref_by_round = {r["round"]: r for r in recs
+                            if r["scenario"] == scen and r["proxy"] == ref_proxy
+                            and "failed" not in r}
+            for proxy, s in proxies.items():
+                if prefix == "ratio_":
+                    s["ratio_ref"] = ref_proxy
+                for key in ["rps", "cpu_us_per_req", "p50_us", "p99_us", "p999_us",
+                            "kib_per_conn", "peak_rss_kib", "mib_s", "cpu_us_per_mib"]:
+                    ratios = {}
+                    for r in recs:
+                        if (r["scenario"] == scen and r["proxy"] == proxy and "failed" not in r
+                                and r["round"] in ref_by_round):
+                            a = r.get(key)
+                            b = ref_by_round[r["round"]].get(key)
+                            if a is not None and b:
+                                ratios[r["round"]] = a / b
+                    if ratios:
+                        s[prefix + key] = median(list(ratios.values()))
+                        if scen in TLS_SCENARIOS:
+                            s["rounds_" + prefix + key] = ratios
     return out
 
 
@@ -469,10 +496,73 @@ def render_md(summary, meta):
                      f"{fmt(s.get('ratio_p999_us'), '.2f')} | {fmt(s.get('cpu_us_per_req'), '.2f')} | "
                      f"{fmt(_pct(s.get('cpu_util')), '.0f')}% | {s['errors'] + s['non2xx']} |")
         L.append("")
+    render_tls_md(summary, meta, L)
     L.append("Raw per-run records: `latest.json` (`runs`), medians and ratios: `latest.json` (`summary`). "
              "Chart: `latest.svg`.")
     L.append("")
     return "\n".join(L)
+
+
+def render_tls_md(summary, meta, L):
+    """T1-T3: medians with ratios to nginx and to HAProxy, then the per-round ratios."""
+    scens = [s for s in TLS_SCENARIOS if s in summary]
+    if not scens:
+        return
+    if meta.get("tls"):
+        L.append(f"TLS on every proxy: {meta['tls']}.")
+        L.append("")
+    for scen in scens:
+        title = SCENARIO_TITLE[scen]
+        if scen in ("T1", "T2", "T2F"):
+            title += f", {meta.get('t_conns', '?')} connections"
+        L.append(f"## {title}")
+        L.append("")
+        rows = summary[scen]
+        # The two figures compared (each with its ratios to nginx and HAProxy), then the rest.
+        if scen == "T3":
+            keys = [("MiB/s", "mib_s", ",.0f"), ("CPU µs/MiB", "cpu_us_per_mib", ",.0f")]
+        else:
+            keys = [("CPU µs/req", "cpu_us_per_req", ".2f"), ("req/s", "rps", ",.0f")]
+        head = "".join(f" {label} | x nginx | x HAProxy |" for label, _, _ in keys)
+        L.append(f"| proxy |{head} p99 ms | p99 x nginx | core use | peak RSS MiB | errors | non-2xx |")
+        L.append("|---|" + "---:|" * (3 * len(keys) + 6))
+        for p in proxies_sorted(rows):
+            s = rows[p]
+            cells = "".join(f" {fmt(s.get(key), spec)} | {fmt(s.get('ratio_' + key), '.2f')} | "
+                            f"{fmt(s.get('ratioh_' + key), '.2f')} |" for _, key, spec in keys)
+            L.append(f"| {PROXY_LABEL.get(p, p)} |{cells} {fmt(_ms(s.get('p99_us')), '.2f')} | "
+                     f"{fmt(s.get('ratio_p99_us'), '.2f')} | {fmt(_pct(s.get('cpu_util')), '.0f')}% | "
+                     f"{fmt(_mib(s.get('peak_rss_kib')), '.1f')} | {s['errors']} | {s['non2xx']} |")
+        L.append("")
+        if "ringway" in rows and rows["ringway"].get("tls_full") is not None:
+            r = rows["ringway"]
+            total = (r.get("tls_full") or 0) + (r.get("tls_resumed") or 0)
+            if total:
+                L.append(f"ringway's handshakes in a measured run (median): {r['tls_full']:,.0f} full, "
+                         f"{r['tls_resumed']:,.0f} resumed ({r['tls_resumed'] / total * 100:.1f}% resumed).")
+                L.append("")
+        # Per-round ratios: the spread shows how far the medians can be trusted.
+        lines = []
+        for p in proxies_sorted(rows):
+            if p in ("nginx",):
+                continue
+            s = rows[p]
+            for label, key, _ in keys:
+                for prefix, ref in [("ratio_", "nginx"), ("ratioh_", "HAProxy")]:
+                    rr = s.get("rounds_" + prefix + key)
+                    if not rr or p == "haproxy" and prefix == "ratioh_":
+                        continue
+                    vals = " ".join(f"{rr[k]:.2f}" for k in sorted(rr, key=int))
+                    lines.append(f"| {PROXY_LABEL.get(p, p)} | {label} x {ref} | {vals} |")
+        if lines:
+            L.append("| proxy | ratio | per round (round 1, 2, ...) |")
+            L.append("|---|---|---|")
+            L.extend(lines)
+            L.append("")
+    if meta.get("load_samples"):
+        L.append("Load average (1, 5, 15 min) before each round: "
+                 + "; ".join(meta["load_samples"]) + ".")
+        L.append("")
 
 
 def _ms(us):
@@ -503,7 +593,7 @@ def render_svg(summary):
     """Two grouped bar charts: throughput and CPU per request, as ratios to nginx."""
     panels = [("Requests/s vs nginx (higher is better)", "ratio_rps"),
               ("Proxy CPU per request vs nginx (lower is better)", "ratio_cpu_us_per_req")]
-    scens = [s for s in ["S1", "S2", "S3", "S4", "S8"] if s in summary]
+    scens = [s for s in ["S1", "S2", "S3", "S4", "S8"] + TLS_SCENARIOS if s in summary]
     proxies = [p for p in PROXY_ORDER if any(p in summary[s] for s in scens)]
     W, panel_h, top, left = 900, 300, 40, 60
     H = top + len(panels) * (panel_h + 70) + 40

@@ -21,6 +21,10 @@ CATS = [
     ("kernel: slab/page allocation", True, r"(kmem|kmalloc|kfree|slab|alloc_pages|page|folio|__alloc|free)"),
     ("kernel: time", True, r"(tsc|clock|time|hrtimer|ktime)"),
     ("kernel: other", True, r".*"),
+    ("user: crypto (aws-lc, libcrypto: AES-GCM, X25519, ECDSA, SHA)", False,
+     r"(aws_lc|aes|gcm|ghash|sha256|sha512|sha384|ecp_nistz|x25519|fiat|bn_|ec_|EVP_|CRYPTO_|"
+     r"OPENSSL_|ossl_|chacha|poly1305|libcrypto)"),
+    ("user: rustls (record layer, handshake, buffers)", False, r"rustls"),
     ("user: HTTP parsing (httparse, ringway::http, memchr)", False, r"(httparse|ringway::http|memchr)"),
     ("user: timers + clock reads (monoio::time, clock_gettime)", False,
      r"(monoio::time|clock_gettime|Timespec|Instant|Sleep|Wheel|timeout)"),
