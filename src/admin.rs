@@ -65,6 +65,8 @@ pub struct AdminState {
     routes: TableHandle,
     control: Option<Arc<dyn ControlStatus>>,
     stats: OnceLock<Arc<NodeStats>>,
+    /// The TLS listeners (name, terminator), for the certificate expiry gauge.
+    tls: OnceLock<Vec<(String, Arc<crate::tls::Terminator>)>>,
     phase: AtomicU8,
     started: std::time::Instant,
     /// Once-a-second samples of the counters, for the status page's rates.
@@ -77,10 +79,16 @@ impl AdminState {
             routes,
             control,
             stats: OnceLock::new(),
+            tls: OnceLock::new(),
             phase: AtomicU8::new(STARTING),
             started: std::time::Instant::now(),
             history: status::History::default(),
         })
+    }
+
+    /// The node's TLS listeners, by name.
+    pub fn tls_listeners(&self, listeners: Vec<(String, Arc<crate::tls::Terminator>)>) {
+        let _ = self.tls.set(listeners);
     }
 
     /// Every worker bound its listeners and serves.
@@ -137,6 +145,20 @@ pub fn respond(state: &AdminState, path: &str) -> Reply {
         },
         "/metrics" => {
             let mut out = String::with_capacity(16 * 1024);
+            let certificates: Vec<_> = state
+                .tls
+                .get()
+                .into_iter()
+                .flatten()
+                .flat_map(|(name, t)| {
+                    let current = t.current();
+                    current
+                        .certificates
+                        .iter()
+                        .map(|c| (name.clone(), c.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
             metrics::render(
                 &mut out,
                 &metrics::Sources {
@@ -144,6 +166,7 @@ pub fn respond(state: &AdminState, path: &str) -> Reply {
                     table: &state.routes.load(),
                     loaded: state.routes.is_loaded(),
                     control: state.control.as_deref(),
+                    certificates: &certificates,
                 },
             );
             Reply {

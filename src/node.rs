@@ -233,6 +233,14 @@ fn run_node(profile: Profile, profile_path: Option<&Path>) -> anyhow::Result<Exi
     .context("cannot install signal handlers")?;
     let cfg = Arc::new(DataPlaneConfig::from_profile(&profile, resilience, &tls));
     let workers = dataplane::start(cfg.clone(), routes.clone(), inherited)?;
+    admin_state.tls_listeners(
+        profile
+            .listeners
+            .iter()
+            .zip(&tls.listeners)
+            .filter_map(|(l, t)| Some((l.name.clone(), t.clone()?)))
+            .collect(),
+    );
     admin_state.serving(workers.stats());
     if let Some(socket) = admin_dup {
         if let Ok(mut list) = workers.sockets().lock() {

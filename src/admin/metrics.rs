@@ -22,6 +22,8 @@ pub struct Sources<'a> {
     pub loaded: bool,
     /// `None` for the file source: the etcd families then have no samples.
     pub control: Option<&'a dyn ControlStatus>,
+    /// The certificates of the TLS listeners: (listener name, certificate).
+    pub certificates: &'a [(String, crate::tls::CertificateInfo)],
 }
 
 /// A frontend's counters summed over workers.
@@ -405,6 +407,25 @@ pub fn render(out: &mut String, src: &Sources<'_>) {
         total(|c| c.retry_budget_exhausted.load(Relaxed)),
     );
     tls_families(&mut x, workers);
+    x.family(
+        "ringway_tls_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "When each certificate of a TLS listener expires (Unix time; the profile's files, as \
+         loaded at start-up or the last SIGHUP).",
+    );
+    for (listener, c) in src.certificates {
+        let file = c.file.display().to_string();
+        let names = c.names.join(",");
+        let at = c
+            .not_after
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        x.sample(
+            "ringway_tls_certificate_expiry_timestamp_seconds",
+            &[("listener", listener), ("file", &file), ("names", &names)],
+            Value::Int(at),
+        );
+    }
 
     x.family(
         "ringway_throttle_rejections_total",
@@ -607,6 +628,7 @@ mod tests {
                 table: &RouteTable::empty(),
                 loaded: true,
                 control,
+                certificates: &[],
             },
         );
         out

@@ -349,7 +349,7 @@ fn metrics_count_every_request_exactly_across_workers() {
     // The same text through a real Prometheus text-format parser.
     let scraped = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("prometheus-parse accepts the text");
-    assert_eq!(scraped.docs.len(), 24, "{:?}", scraped.docs.keys());
+    assert_eq!(scraped.docs.len(), 25, "{:?}", scraped.docs.keys());
     let a_2xx = scraped.samples.iter().find(|s| {
         s.metric == "ringway_requests_total"
             && s.labels.get("frontend") == Some("a")

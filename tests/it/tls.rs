@@ -513,6 +513,15 @@ fn sessions_resume_on_any_worker_with_tls_1_3_tickets_and_tls_1_2_ids() {
         11.0
     );
     assert_eq!(value("ringway_tls_handshake_duration_seconds_count"), 24.0);
+    // The certificate's expiry, for alerts (the test certificate is valid for 30 days).
+    let expiry = value("ringway_tls_certificate_expiry_timestamp_seconds{listener=\"edge\"");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let days = (expiry - now) / 86_400.0;
+    assert!((29.0..=30.5).contains(&days), "expires in {days} days");
+    assert!(metrics.contains("names=\"localhost\""), "{metrics}");
     // Both workers did handshakes.
     let per_worker: Vec<f64> = metrics
         .lines()
