@@ -236,6 +236,13 @@ level = "info"
         return drivers
 
     @staticmethod
+    def stop_drive(drivers):
+        """End a load started with a generous --seconds cap now."""
+        for _, _, p in drivers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGUSR1)
+
+    @staticmethod
     def collect(drivers, seconds):
         rows = []
         for h, out, p in drivers:
@@ -344,7 +351,8 @@ def rolling_release(lab, seconds):
     """users (3 instances on 3 hosts) released twice: per host a new instance is registered,
     then the old one retired (its register sidecar gets SIGTERM and revokes its lease; the
     instance keeps serving 1 s to drain, then stops)."""
-    drive_for = max(seconds, 4) + 14
+    # the load lasts as long as the release (a cap, on a slow machine) plus `seconds`
+    drive_for = max(seconds, 4) + 50
     drivers = lab.start_drive("rolling-release", drive_for, 80, HOSTS, ["/users/r"])
     time.sleep(1)
     t0 = time.time()
@@ -364,6 +372,8 @@ def rolling_release(lab, seconds):
             lab.procs[old].wait(10)
             current[h] = new
     released_in = round(time.time() - t0, 1)
+    time.sleep(max(seconds, 4) - 1)
+    lab.stop_drive(drivers)
     rows = lab.collect(drivers, drive_for)
     result = summarize("rolling-release", rows, {"release_s": released_in}, faults=faults)
     served_by_new = {r["instance"] for r in rows if r["status"] == 200
@@ -454,7 +464,7 @@ def etcd_member_loss(lab, seconds):
     """Under load, the etcd member first in every node's endpoint list (h1's) is killed, then
     after it is back the leader; during each loss a new service registers and its route must
     reach every node."""
-    drive_for = max(seconds, 4) + 16
+    drive_for = max(seconds, 4) + 50  # a cap: the load ends `seconds` after the second loss
     drivers = lab.start_drive("etcd-member-loss", drive_for, 60, HOSTS, ["/users/m", "/orders/m"])
     time.sleep(1)
     t0 = time.time()
@@ -476,6 +486,8 @@ def etcd_member_loss(lab, seconds):
         lab.start_etcd(hosts=[victim])
         time.sleep(1)  # the member catches up before the next loss
     took = time.time() - t0
+    time.sleep(max(seconds, 4) - 1)
+    lab.stop_drive(drivers)
     rows = lab.collect(drivers, drive_for)
     result = summarize("etcd-member-loss", rows, {
         "route_during_member_loss_ms": reached.get("first-endpoint"),
