@@ -8,10 +8,12 @@ Each of --conns keep-alive connections sends requests at an even pace (together 
 second), alternating GETs and 256-byte POSTs, round-robin over --paths, for --seconds. One JSON
 line per request: start time (unix s), method, path, status (0 = failed without an answer),
 latency in ms, the instance that answered (X-Instance) and the error text when there was one.
+SIGUSR1 ends the load early (a scenario whose faults took less than the --seconds cap).
 """
 import argparse
 import http.client
 import json
+import signal
 import threading
 import time
 
@@ -25,7 +27,7 @@ def worker(idx, args, paths, out, lock, stop_at):
     rows = []
     while True:
         now = time.time()
-        if now >= stop_at:
+        if now >= stop_at[0]:
             break
         if now < next_at:
             time.sleep(next_at - now)
@@ -75,7 +77,12 @@ def main() -> None:
     args = ap.parse_args()
     paths = args.paths.split(",")
     lock = threading.Lock()
-    stop_at = time.time() + args.seconds
+    stop_at = [time.time() + args.seconds]
+
+    def stop_now(*_):
+        stop_at[0] = min(stop_at[0], time.time())
+
+    signal.signal(signal.SIGUSR1, stop_now)
     with open(args.out, "w") as out:
         threads = [threading.Thread(target=worker, args=(i, args, paths, out, lock, stop_at))
                    for i in range(args.conns)]

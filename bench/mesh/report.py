@@ -108,7 +108,7 @@ def svg(results, title):
         tl = r["timeline"]
         secs = tl["seconds"]
         y0 = top + i * (ph + 50) + 30
-        n = max(len(secs) - 1, 1)
+        n = max(len(secs), 1)
         x = lambda s: left + (w - left - right) * s / n  # noqa: E731
         rmax = max(max(s[1] for s in secs), 1)
         pmax = max(max(s[3] for s in secs), 1)
@@ -124,16 +124,18 @@ def svg(results, title):
         out.append(f'<text x="{left - 4}" y="{y0 + ph}" text-anchor="end">0</text>')
         out.append(f'<text x="{w - right + 4}" y="{y0 + 8}" fill="#777">{pmax} ms</text>')
         out.append(f'<text x="{w - right}" y="{y0 + ph + 14}" text-anchor="end">'
-                   f'{len(secs) - 1} s</text>')
+                   f'{len(secs)} s</text>')
         for col, colour, top_v in ((3, "#999", pmax), (1, "#1f5fbf", rmax), (2, "#d0302f", rmax)):
-            pts = " ".join(f"{x(s[0]):.1f},{y(s[col], top_v):.1f}" for s in secs)
+            # each second's figure is drawn at the middle of its second
+            pts = " ".join(f"{x(s[0] + 0.5):.1f},{y(s[col], top_v):.1f}" for s in secs)
             out.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" '
                        f'stroke-width="1.5"/>')
-        for at, label in tl["faults"]:
+        for k, (at, label) in enumerate(tl["faults"]):
             fx = left + (w - left - right) * min(max(at, 0), n) / n
             out.append(f'<line x1="{fx:.1f}" y1="{y0}" x2="{fx:.1f}" y2="{y0 + ph}" '
                        f'stroke="#000" stroke-dasharray="4 3"/>')
-            out.append(f'<text x="{fx + 3:.1f}" y="{y0 + 12}" fill="#000">{escape(label)}</text>')
+            out.append(f'<text x="{fx + 3:.1f}" y="{y0 + 12 + 12 * (k % 3)}" fill="#000">'
+                       f'{escape(label)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
