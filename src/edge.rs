@@ -326,26 +326,57 @@ pub fn parse_rate(text: &str) -> Result<(u64, u64), String> {
     }
 }
 
-/// Whether a path has a `.` or `..` segment, spelled plainly or percent-encoded.
+/// Whether a path has a `.` or `..` segment, spelled plainly or percent-encoded. Segments end
+/// at `/` and also at what some servers and frameworks read as one: `\`, `%2F` and `%5C` (so
+/// `/users/..\admin` and `/users/..%2Fadmin` count too).
 pub fn has_dot_segment(path: &[u8]) -> bool {
-    path.split(|&b| b == b'/').any(|seg| {
-        let mut dots = 0;
-        let mut i = 0;
-        while i < seg.len() {
-            if seg[i] == b'.' {
-                i += 1;
-            } else if seg[i] == b'%'
-                && seg.get(i + 1) == Some(&b'2')
-                && matches!(seg.get(i + 2), Some(b'e' | b'E'))
+    let mut start = 0;
+    let mut i = 0;
+    while i <= path.len() {
+        let sep = match path.get(i) {
+            None => 1,
+            Some(b'/' | b'\\') => 1,
+            Some(b'%')
+                if matches!(
+                    (path.get(i + 1), path.get(i + 2)),
+                    (Some(b'2'), Some(b'f' | b'F')) | (Some(b'5'), Some(b'c' | b'C'))
+                ) =>
             {
-                i += 3;
-            } else {
-                return false;
+                3
             }
-            dots += 1;
+            Some(_) => 0,
+        };
+        if sep > 0 {
+            if is_dot_segment(&path[start..i]) {
+                return true;
+            }
+            start = i + sep;
+            i += sep;
+        } else {
+            i += 1;
         }
-        dots == 1 || dots == 2
-    })
+    }
+    false
+}
+
+/// A segment made only of one or two dots, each plain or as `%2E`.
+fn is_dot_segment(seg: &[u8]) -> bool {
+    let mut dots = 0;
+    let mut i = 0;
+    while i < seg.len() {
+        if seg[i] == b'.' {
+            i += 1;
+        } else if seg[i] == b'%'
+            && seg.get(i + 1) == Some(&b'2')
+            && matches!(seg.get(i + 2), Some(b'e' | b'E'))
+        {
+            i += 3;
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 #[cfg(test)]
@@ -439,10 +470,24 @@ mod tests {
             "/users/..",
             "/users/%2e%2E/admin",
             "/users/.%2e/admin",
+            "/users/..\\admin",
+            "/users\\..\\admin",
+            "/users/..%2Fadmin",
+            "/users/%2e%2e%5cadmin",
+            "/users/..%5C",
         ] {
             assert!(has_dot_segment(bad.as_bytes()), "{bad}");
         }
-        for ok in ["/users/...", "/users/.x", "/a..b/", "/users/%2ex", "/"] {
+        for ok in [
+            "/users/...",
+            "/users/.x",
+            "/a..b/",
+            "/users/%2ex",
+            "/",
+            "/a\\b",
+            "/x%2Fy",
+            "/users/..x%5C",
+        ] {
             assert!(!has_dot_segment(ok.as_bytes()), "{ok}");
         }
     }

@@ -157,6 +157,10 @@ fn prefix_rewrites_keep_the_rest_of_the_target_byte_for_byte() {
         "/users/../internal/x",
         "/users/%2e%2e/internal/x",
         "/users/./1",
+        // ...and behind one that reads `\`, `%2F` or `%5C` as a slash.
+        "/users/..\\internal/x",
+        "/users/..%2Finternal/x",
+        "/users/%2e%2e%5cinternal/x",
     ] {
         assert_eq!(get(edge, dotted).status, 400, "{dotted}");
     }
