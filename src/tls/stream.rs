@@ -8,6 +8,12 @@
 //! slices become full records, not one record per slice) to rustls and send the records in one
 //! write. A read that is cancelled through a [`CancelHandle`] keeps every byte it received: a
 //! receive that completed before the cancel is handed to rustls before the cancel is reported.
+//!
+//! This is rustls's classic connection API, which copies ciphertext into its own deframer and
+//! each record's plaintext into a new buffer before encrypting it. On small requests those
+//! copies are a few percent of the CPU; on 1 MiB responses they are the largest cost
+//! (`bench/results/tls.md`), which rustls's unbuffered API (encrypting into a buffer ringway
+//! owns) would remove.
 
 use std::io::{self, BufRead, Write};
 
