@@ -596,6 +596,34 @@ fn large_bodies_cross_tls_intact_both_ways() {
 }
 
 #[test]
+fn a_chunked_response_crosses_tls_intact() {
+    const N: u64 = 300_000;
+    let pki = pki_with_localhost();
+    let body: Vec<u8> = (0..N).map(body_byte).collect();
+    let mut raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for chunk in body.chunks(7_001) {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let origin = Origin::start(move |_| crate::origin::Reply::Bytes(raw.clone()));
+    let rw = tls_node(&pki, "", &origin);
+    let v = client(
+        "http",
+        rw.edge(),
+        &[
+            "--ca",
+            &pki.path("ca.pem"),
+            "--request",
+            r"GET /c HTTP/1.1\r\nHost: t\r\n\r\n",
+        ],
+    );
+    assert_eq!(v["responses"][0]["body_len"], N, "{v}");
+    assert_eq!(v["responses"][0]["fnv"], pattern_fnv(N), "{v}");
+}
+
+#[test]
 fn a_websocket_tunnel_runs_through_tls() {
     let pki = pki_with_localhost();
     let origin = Origin::switching(None);

@@ -82,6 +82,7 @@ def read_response(f):
     status = int(status_line.split()[1])
     headers = []
     length = 0
+    chunked = False
     while True:
         line = f.readline()
         if line in (b"\r\n", b"\n", b""):
@@ -90,6 +91,25 @@ def read_response(f):
         headers.append([name.strip(), value.strip()])
         if name.strip().lower() == "content-length":
             length = int(value)
+        if name.strip().lower() == "transfer-encoding" and "chunked" in value.lower():
+            chunked = True
+    if chunked:
+        data = b""
+        while True:
+            size = int(f.readline().split(b";")[0], 16)
+            if size == 0:
+                while f.readline() not in (b"\r\n", b""):
+                    pass
+                break
+            data += f.read(size)
+            f.readline()
+        return {
+            "status": status,
+            "headers": headers,
+            "body": data[:4096].decode("latin-1"),
+            "body_len": len(data),
+            "fnv": f"{fnv(data):016x}",
+        }
     body = b""
     h = 0xCBF29CE484222325
     left = length
