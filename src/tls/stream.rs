@@ -9,11 +9,11 @@
 //! write. A read that is cancelled through a [`CancelHandle`] keeps every byte it received: a
 //! receive that completed before the cancel is handed to rustls before the cancel is reported.
 //!
-//! This is rustls's classic connection API, which copies ciphertext into its own deframer and
-//! each record's plaintext into a new buffer before encrypting it. On small requests those
-//! copies are a few percent of the CPU; on 1 MiB responses they are the largest cost
-//! (`bench/results/tls.md`), which rustls's unbuffered API (encrypting into a buffer ringway
-//! owns) would remove.
+//! This is rustls's classic connection API: it copies ciphertext into its own deframer, and
+//! each record's plaintext into a new buffer before encrypting it; the records are then copied
+//! into the write buffer. rustls 0.23's unbuffered API encrypts through the same record path
+//! and copies the record into the caller's buffer as well, so it would save nothing here. On
+//! small requests the copies are a few percent of the CPU (`bench/results/tls.md`).
 
 use std::io::{self, BufRead, Write};
 
