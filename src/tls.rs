@@ -351,23 +351,54 @@ struct SniResolver {
     routes: Option<TableHandle>,
 }
 
-/// Which certificate (by position) each name selects.
-#[derive(Default, Debug)]
-struct SniNames {
-    exact: HashMap<String, usize>,
-    /// By the part after `*.`.
-    wildcard: HashMap<String, usize>,
+/// Values by server name: exact names, and wildcards (`*.example.com`) by the part after
+/// `*.`. Names are held as [`normalize`] gives them.
+#[derive(Debug)]
+pub struct NameMap<V> {
+    exact: HashMap<String, V>,
+    wildcard: HashMap<String, V>,
 }
+
+impl<V> Default for NameMap<V> {
+    fn default() -> Self {
+        NameMap {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+        }
+    }
+}
+
+impl<V> NameMap<V> {
+    /// Map `name` to `v`; with `keep_first`, a name already mapped keeps its value.
+    pub fn insert(&mut self, name: &str, v: V, keep_first: bool) {
+        let (map, key) = match name.strip_prefix("*.") {
+            Some(parent) => (&mut self.wildcard, parent),
+            None => (&mut self.exact, name),
+        };
+        if !(keep_first && map.contains_key(key)) {
+            map.insert(key.to_string(), v);
+        }
+    }
+
+    pub fn exact(&self, name: &str) -> Option<&V> {
+        self.exact.get(name)
+    }
+
+    /// A wildcard covering `name` (one label).
+    pub fn wildcard(&self, name: &str) -> Option<&V> {
+        let (_, parent) = name.split_once('.')?;
+        self.wildcard.get(parent)
+    }
+}
+
+/// Which certificate (by position) each name selects.
+type SniNames = NameMap<usize>;
 
 impl SniNames {
     fn add(&mut self, index: usize, names: &[String]) {
         for n in names {
             // The first certificate naming a host keeps it.
-            match n.strip_prefix("*.") {
-                Some(parent) => self.wildcard.entry(parent.to_string()),
-                None => self.exact.entry(n.clone()),
-            }
-            .or_insert(index);
+            self.insert(n, index, true);
         }
     }
 
@@ -375,23 +406,13 @@ impl SniNames {
     #[cfg(test)]
     fn pick(&self, sni: Option<&str>) -> usize {
         sni.map(normalize)
-            .and_then(|n| self.exact(&n).or_else(|| self.wildcard(&n)))
+            .and_then(|n| self.exact(&n).or_else(|| self.wildcard(&n)).copied())
             .unwrap_or(0)
-    }
-
-    fn exact(&self, name: &str) -> Option<usize> {
-        self.exact.get(name).copied()
-    }
-
-    /// A wildcard covering `name` (one label).
-    fn wildcard(&self, name: &str) -> Option<usize> {
-        let (_, parent) = name.split_once('.')?;
-        self.wildcard.get(parent).copied()
     }
 }
 
 /// An SNI name as the maps hold names: lowercase, no root dot.
-fn normalize(name: &str) -> String {
+pub fn normalize(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
@@ -418,7 +439,7 @@ impl ResolvesServerCert for SniResolver {
         let Some(name) = hello.server_name().map(normalize) else {
             return default();
         };
-        if let Some(k) = self.names.exact(&name) {
+        if let Some(&k) = self.names.exact(&name) {
             return self.keys.get(k).cloned();
         }
         let table = self.routes.as_ref().map(TableHandle::load);
@@ -426,7 +447,7 @@ impl ResolvesServerCert for SniResolver {
         if let Some(k) = hosts.and_then(|h| h.exact(&name)) {
             return Some(k.clone());
         }
-        if let Some(k) = self.names.wildcard(&name) {
+        if let Some(&k) = self.names.wildcard(&name) {
             return self.keys.get(k).cloned();
         }
         if let Some(k) = hosts.and_then(|h| h.wildcard(&name)) {

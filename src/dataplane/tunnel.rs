@@ -75,24 +75,16 @@ async fn relay_one_task(mut client: NetStream, mut up: NetStream, idle: Duration
         let got_c = matches!(cres, Ok(n) if n > 0);
         let got_u = matches!(ures, Ok(n) if n > 0);
         if got_c {
-            let (res, back) = match monoio::time::timeout(idle, up.write_all(cbuf)).await {
-                Ok(r) => r,
-                Err(_) => return,
+            let Some(back) = send_within(&mut up, cbuf, idle).await else {
+                return;
             };
             cbuf = back;
-            if res.is_err() {
-                return;
-            }
         }
         if got_u {
-            let (res, back) = match monoio::time::timeout(idle, client.write_all(ubuf)).await {
-                Ok(r) => r,
-                Err(_) => return,
+            let Some(back) = send_within(&mut client, ubuf, idle).await else {
+                return;
             };
             ubuf = back;
-            if res.is_err() {
-                return;
-            }
         }
         let cancelled = |r: &std::io::Result<usize>| matches!(r, Err(e) if e.raw_os_error() == Some(libc::ECANCELED));
         // An end (EOF or error) on a side that was not merely cancelled ends the tunnel.
@@ -103,6 +95,18 @@ async fn relay_one_task(mut client: NetStream, mut up: NetStream, idle: Duration
             let _ = up.shutdown().await;
             return;
         }
+    }
+}
+
+/// Write all of `buf` within `idle`: the buffer back, or `None` when the write failed or stalled.
+async fn send_within<W: AsyncWriteRent>(
+    w: &mut W,
+    buf: Vec<u8>,
+    idle: Duration,
+) -> Option<Vec<u8>> {
+    match monoio::time::timeout(idle, w.write_all(buf)).await {
+        Ok((Ok(_), back)) => Some(back),
+        _ => None,
     }
 }
 
@@ -121,14 +125,10 @@ async fn pump<R: AsyncReadRent, W: AsyncWriteRent>(r: &mut R, w: &mut W, idle: D
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let (res, back) = match monoio::time::timeout(idle, w.write_all(buf)).await {
-            Ok(r) => r,
-            Err(_) => break,
+        let Some(back) = send_within(w, buf, idle).await else {
+            break;
         };
         buf = back;
-        if res.is_err() {
-            break;
-        }
     }
     let _ = w.shutdown().await;
 }

@@ -8,7 +8,6 @@
 //! Hosts that parse are compiled into the route table; every TLS listener's SNI resolver looks
 //! names up there after the profile's own certificates (exact names first, then wildcards).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,6 +18,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use serde::Deserialize;
+
+use super::{normalize, NameMap};
 
 /// The key that opens sealed key pairs (`[etcd] seal_key_file`).
 pub struct SealKey([u8; 32]);
@@ -106,9 +107,7 @@ fn b64(text: &str, what: &str) -> Result<Vec<u8>, String> {
 /// The certificates of vulcand's hosts, by name.
 #[derive(Default)]
 pub struct TlsHosts {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    /// By the part after `*.`.
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    by_name: NameMap<Arc<CertifiedKey>>,
     names: Vec<String>,
 }
 
@@ -119,12 +118,10 @@ impl std::fmt::Debug for TlsHosts {
 }
 
 impl TlsHosts {
+    /// A later host with the same name replaces an earlier one.
     pub fn insert(&mut self, name: &str, key: Arc<CertifiedKey>) {
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        match name.strip_prefix("*.") {
-            Some(parent) => self.wildcard.insert(parent.to_string(), key),
-            None => self.exact.insert(name.clone(), key),
-        };
+        let name = normalize(name);
+        self.by_name.insert(&name, key, false);
         self.names.push(name);
     }
 
@@ -134,13 +131,12 @@ impl TlsHosts {
     }
 
     pub fn exact(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
-        self.exact.get(name)
+        self.by_name.exact(name)
     }
 
     /// A wildcard host covering `name` (one label).
     pub fn wildcard(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
-        let (_, parent) = name.split_once('.')?;
-        self.wildcard.get(parent)
+        self.by_name.wildcard(name)
     }
 }
 

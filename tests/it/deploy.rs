@@ -1,6 +1,6 @@
 //! Deployment files: the flake parses, the shipped profiles pass `ringway check`.
 
-use crate::harness::{ringway, TempDir};
+use crate::harness::{openssl, ringway, TempDir};
 use std::path::Path;
 use std::process::Command;
 
@@ -78,16 +78,15 @@ fn check_with_bench_certificate(configs: &Path, name: &str) {
     }
     let tls = tmp.path().join(".run/tls");
     std::fs::create_dir_all(&tls).unwrap();
-    let out = Command::new("openssl")
-        .args([
+    openssl(
+        &tls,
+        &[
             "req",
             "-x509",
             "-newkey",
             "ec",
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
-        ])
-        .args([
             "-nodes",
             "-keyout",
             "bench.key",
@@ -95,15 +94,9 @@ fn check_with_bench_certificate(configs: &Path, name: &str) {
             "bench.pem",
             "-days",
             "30",
-        ])
-        .args(["-subj", "/CN=localhost"])
-        .current_dir(&tls)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            "-subj",
+            "/CN=localhost",
+        ],
     );
     let stdout = check_passes(&copy.join(name), name);
     assert!(

@@ -20,6 +20,22 @@ pub fn ringway(args: &[&str]) -> Output {
         .expect("the ringway binary runs")
 }
 
+/// Run `openssl` (Debian's openssl package) in `dir`; panics with its errors when it fails.
+#[allow(dead_code)]
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (Debian's openssl package)");
+    assert!(
+        out.status.success(),
+        "openssl {}:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

@@ -10,25 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{catch_all, free_port, get, ringway, routes_json, Ringway, TempDir};
+use crate::harness::{catch_all, free_port, get, openssl, ringway, routes_json, Ringway, TempDir};
 use crate::origin::{body_byte, Fnv, Origin};
 
 /// A CA and certificates signed by it, written as PEM files into a temporary directory.
 struct Pki {
     dir: TempDir,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("the openssl command runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// How a leaf's private key is generated (and so which PEM form it takes).
@@ -1001,12 +988,16 @@ impl Drop for TlsOrigin {
 
 /// A node on plain listeners routing everything to `url`, with `[upstream]` keys `upstream`.
 fn node_for(url: &str, upstream: &str) -> Ringway {
-    let routes = format!(
+    Ringway::start(&routes_to(url), &format!("[upstream]\n{upstream}\n"))
+}
+
+/// Routes sending every path to the one server at `url` (`https://...`).
+fn routes_to(url: &str) -> String {
+    format!(
         "{{\"/vulcand/backends/b1/backend\": {{\"Type\":\"http\"}}, \
           \"/vulcand/backends/b1/servers/s1\": {{\"URL\":\"{url}\"}}, \
           \"/vulcand/frontends/f1/frontend\": {{\"Type\":\"http\",\"BackendId\":\"b1\",\"Route\":\"PathPrefix(`/`)\"}}}}"
-    );
-    Ringway::start(&routes, &format!("[upstream]\n{upstream}\n"))
+    )
 }
 
 fn facts(rw: &Ringway, path: &str) -> serde_json::Value {
@@ -1048,11 +1039,7 @@ fn https_servers_are_verified_by_name_pooled_and_resumed() {
         "certificates = [{}]\n[upstream]\n{ca}\n",
         pki.pair("localhost")
     );
-    let routes = format!(
-        "{{\"/vulcand/backends/b1/backend\": {{\"Type\":\"http\"}}, \
-          \"/vulcand/backends/b1/servers/s1\": {{\"URL\":\"{url}\"}}, \
-          \"/vulcand/frontends/f1/frontend\": {{\"Type\":\"http\",\"BackendId\":\"b1\",\"Route\":\"PathPrefix(`/`)\"}}}}"
-    );
+    let routes = routes_to(&url);
     let rw = Ringway::start_edge(
         &routes,
         &format!("[[listener.expose]]\nprefix = \"/\"\n\n[listener.tls]\n{tls}"),

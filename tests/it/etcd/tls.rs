@@ -4,7 +4,7 @@
 //! certificates are made for each test with the `openssl` command.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use super::cli::{register_svc, sigterm};
@@ -25,16 +25,8 @@ struct Pki {
 
 /// Run `openssl` in `dir` with a command line of space-separated arguments.
 fn openssl(dir: &Path, command_line: &str) {
-    let out = Command::new("openssl")
-        .args(command_line.split_whitespace())
-        .current_dir(dir)
-        .output()
-        .expect("run openssl (Debian's openssl package)");
-    assert!(
-        out.status.success(),
-        "openssl {command_line}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args: Vec<&str> = command_line.split_whitespace().collect();
+    crate::harness::openssl(dir, &args);
 }
 
 const P256: &str = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
