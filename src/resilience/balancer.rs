@@ -11,12 +11,6 @@
 /// How fast an estimate forgets, in nanoseconds (Finagle's and Linkerd's 10 s).
 const DECAY_NS: f64 = 10e9;
 
-/// How fast a penalty (a network failure charged as a slow answer) fades: 1 s, so a server
-/// that failed and came back (a restart on the same address) competes again within seconds
-/// even if nothing else sends it a request. A server still failing is charged again on its
-/// next failure, and ejection handles the persistent case.
-const PENALTY_DECAY_NS: f64 = 1e9;
-
 /// One server's load as one worker sees it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PeakEwma {
@@ -26,9 +20,6 @@ pub struct PeakEwma {
     stamp_ns: u64,
     /// Requests in flight to the server from this worker.
     pub inflight: u32,
-    /// `rtt_ns` is a penalty, not a measured answer: it fades fast and the next real answer
-    /// replaces it.
-    penalty: bool,
 }
 
 impl PeakEwma {
@@ -39,30 +30,13 @@ impl PeakEwma {
             return None;
         }
         let idle = now_ns.saturating_sub(self.stamp_ns) as f64;
-        let decay = if self.penalty {
-            PENALTY_DECAY_NS
-        } else {
-            DECAY_NS
-        };
-        Some(self.rtt_ns * (-idle / decay).exp())
-    }
-
-    /// A network failure, charged as an answer that took `rtt_ns` (see `PENALTY_DECAY_NS`).
-    pub fn penalise(&mut self, rtt_ns: u64, now_ns: u64) {
-        let sample = rtt_ns as f64;
-        if self.rtt(now_ns).is_none_or(|current| sample > current) {
-            self.rtt_ns = sample;
-            self.penalty = true;
-            self.stamp_ns = now_ns.max(1);
-        }
+        Some(self.rtt_ns * (-idle / DECAY_NS).exp())
     }
 
     /// A response took `rtt_ns`.
     pub fn observe(&mut self, rtt_ns: u64, now_ns: u64) {
         let sample = rtt_ns as f64;
         match self.rtt(now_ns) {
-            // A real answer replaces a penalty: the server is back.
-            Some(_) if self.penalty => self.rtt_ns = sample,
             // A peak is taken as is: a server that got slower loses traffic at once.
             Some(current) if sample <= current => {
                 let elapsed = now_ns.saturating_sub(self.stamp_ns) as f64;
@@ -71,7 +45,6 @@ impl PeakEwma {
             }
             _ => self.rtt_ns = sample,
         }
-        self.penalty = false;
         self.stamp_ns = now_ns.max(1);
     }
 
@@ -131,30 +104,6 @@ mod tests {
             (14.0 * MS as f64..15.0 * MS as f64).contains(&later),
             "{later}"
         );
-    }
-
-    #[test]
-    fn a_penalty_fades_within_seconds_and_the_first_real_answer_replaces_it() {
-        let mut e = PeakEwma::default();
-        e.observe(MS, 1_000 * MS);
-        // Connections fail: charged the connect deadline (500 ms) at once.
-        e.penalise(500 * MS, 1_001 * MS);
-        assert_eq!(e.rtt(1_001 * MS), Some(500.0 * MS as f64));
-        // A smaller penalty does not lower a larger one.
-        e.penalise(100 * MS, 1_001 * MS);
-        assert_eq!(e.rtt(1_001 * MS), Some(500.0 * MS as f64));
-        // Seven seconds later (the server restarted), it costs about as much as a 1 ms peer,
-        // where a measured 500 ms would still be 250 ms.
-        let later = e.rtt(8_001 * MS).unwrap();
-        assert!(later < 0.5 * MS as f64, "{later}");
-        // Its first answer is taken as is.
-        e.penalise(500 * MS, 9_000 * MS);
-        e.observe(2 * MS, 9_001 * MS);
-        assert_eq!(e.rtt(9_001 * MS), Some(2.0 * MS as f64));
-        // And a measured peak decays at the normal pace again.
-        e.observe(40 * MS, 9_002 * MS);
-        let after = e.rtt(16_002 * MS).unwrap();
-        assert!(after > 19.0 * MS as f64, "{after}");
     }
 
     #[test]
