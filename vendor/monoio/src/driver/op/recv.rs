@@ -49,11 +49,25 @@ pub(crate) struct Recv<T> {
 
     /// Reference to the in-flight buffer.
     pub(crate) buf: T,
+
+    /// io_uring: wait for readiness before the first receive attempt
+    /// (`IORING_RECVSEND_POLL_FIRST`).
+    poll_first: bool,
 }
 
 impl<T: IoBufMut> Op<Recv<T>> {
     pub(crate) fn recv(fd: SharedFd, buf: T) -> io::Result<Self> {
-        Op::submit_with(Recv { fd, buf })
+        Self::recv_with(fd, buf, false)
+    }
+
+    /// A receive that, on io_uring, arms a poll before trying the socket when `poll_first`:
+    /// for sockets whose data is known not to be there yet.
+    pub(crate) fn recv_with(fd: SharedFd, buf: T, poll_first: bool) -> io::Result<Self> {
+        Op::submit_with(Recv {
+            fd,
+            buf,
+            poll_first,
+        })
     }
 
     #[allow(unused)]
@@ -61,6 +75,7 @@ impl<T: IoBufMut> Op<Recv<T>> {
         Recv {
             fd: fd.clone(),
             buf,
+            poll_first: false,
         }
     }
 
@@ -79,15 +94,34 @@ impl<T: IoBufMut> Op<Recv<T>> {
     }
 }
 
+/// `IORING_RECVSEND_POLL_FIRST` (Linux 5.19) in the entry's `ioprio` field, which io-uring 0.6's
+/// `Recv` builder does not expose. `Entry` is `repr(C)` over the kernel's `io_uring_sqe`, whose
+/// `ioprio` is the `u16` at byte offset 2. Kernels without the flag fail the receive with
+/// `EINVAL`, so callers ask for it only where the kernel is known to have it.
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+fn set_poll_first(sqe: &mut io_uring::squeue::Entry) {
+    const IORING_RECVSEND_POLL_FIRST: u16 = 1;
+    const _: () = assert!(std::mem::size_of::<io_uring::squeue::Entry>() == 64);
+    // SAFETY: in bounds of the 64-byte entry; offset 2 is the `ioprio` field, 2-byte aligned.
+    unsafe {
+        let ioprio = (sqe as *mut io_uring::squeue::Entry).cast::<u8>().add(2).cast::<u16>();
+        *ioprio |= IORING_RECVSEND_POLL_FIRST;
+    }
+}
+
 impl<T: IoBufMut> OpAble for Recv<T> {
     #[cfg(all(target_os = "linux", feature = "iouring"))]
     fn uring_op(&mut self) -> io_uring::squeue::Entry {
-        opcode::Recv::new(
+        let mut sqe = opcode::Recv::new(
             types::Fd(self.fd.raw_fd()),
             self.buf.write_ptr(),
             self.buf.bytes_total() as _,
         )
-        .build()
+        .build();
+        if self.poll_first {
+            set_poll_first(&mut sqe);
+        }
+        sqe
     }
 
     #[cfg(any(feature = "legacy", feature = "poll-io"))]

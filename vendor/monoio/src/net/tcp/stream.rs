@@ -70,6 +70,7 @@ impl TcpConnectOpts {
 pub struct TcpStream {
     pub(super) fd: SharedFd,
     meta: StreamMeta,
+    recv_poll_first: bool,
 }
 
 /// TcpStream is safe to split to two parts
@@ -85,7 +86,28 @@ impl TcpStream {
         // enable SOCK_ZEROCOPY
         meta.set_zero_copy();
 
-        Self { fd, meta }
+        Self {
+            fd,
+            meta,
+            recv_poll_first: false,
+        }
+    }
+
+    /// Reads on this stream wait for readiness before their first receive attempt
+    /// (io_uring's `IORING_RECVSEND_POLL_FIRST`, Linux 5.19 or newer). For sockets whose
+    /// reads usually find nothing yet, such as a client's connection right after it sent a
+    /// request: the kernel skips a receive that would fail. No effect on the legacy driver.
+    pub fn set_recv_poll_first(&mut self, on: bool) {
+        self.recv_poll_first = on;
+    }
+
+    /// A wait for read readiness (data, end of stream or an error) that owns its operation
+    /// instead of borrowing the stream. On io_uring the poll is submitted now and keeps the
+    /// descriptor open until it completes or the returned value is dropped (which cancels
+    /// it); unlike [`readable`](Self::readable) it can be kept beside the stream, for example
+    /// to learn without a syscall whether a pooled idle connection was closed by its peer.
+    pub fn watch_readable(&self) -> io::Result<ReadReady> {
+        Op::poll_read(&self.fd, false).map(ReadReady)
     }
 
     /// Open a TCP connection to a remote host.
@@ -261,6 +283,22 @@ impl TcpStream {
     }
 }
 
+/// Read readiness of a stream, from [`TcpStream::watch_readable`].
+pub struct ReadReady(Op<crate::driver::op::poll::PollAdd>);
+
+impl Future for ReadReady {
+    type Output = io::Result<()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|done| done.meta.result.map(|_| ()))
+    }
+}
+
 impl AsReadFd for TcpStream {
     #[inline]
     fn as_reader_fd(&mut self) -> &SharedFdWrapper {
@@ -411,7 +449,7 @@ impl AsyncReadRent for TcpStream {
     #[inline]
     fn read<T: IoBufMut>(&mut self, buf: T) -> impl Future<Output = BufResult<usize, T>> {
         // Submit the read operation
-        let op = Op::recv(self.fd.clone(), buf).unwrap();
+        let op = Op::recv_with(self.fd.clone(), buf, self.recv_poll_first).unwrap();
         op.read()
     }
 
@@ -436,7 +474,7 @@ impl CancelableAsyncReadRent for TcpStream {
             return (Err(operation_canceled()), buf);
         }
 
-        let op = Op::recv(fd, buf).unwrap();
+        let op = Op::recv_with(fd, buf, self.recv_poll_first).unwrap();
         let _guard = c.associate_op(op.op_canceller());
         op.read().await
     }
