@@ -6,7 +6,11 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, RawWaker, RawWakerVTable, Waker};
+
+use monoio::net::{ReadReady, TcpStream};
 
 use super::net_stream::NetStream;
 
@@ -29,7 +33,7 @@ pub struct UpstreamSettings {
 
 /// An idle connection is reusable only while the server has sent nothing on it: not EOF (it
 /// closed its side) and no bytes (an unsolicited response must never be taken for the answer to
-/// the next request). One non-blocking peek per reuse.
+/// the next request). On epoll: one non-blocking peek per reuse.
 fn is_quiet(stream: &TcpStream) -> bool {
     use std::os::fd::AsRawFd;
     let mut byte = 0u8;
@@ -45,9 +49,38 @@ fn is_quiet(stream: &TcpStream) -> bool {
     n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
+/// A waker that does nothing: the watch is only ever asked whether it completed.
+fn noop_waker() -> Waker {
+    const VTABLE: RawWakerVTable = RawWakerVTable::new(|_| RAW, |_| {}, |_| {}, |_| {});
+    const RAW: RawWaker = RawWaker::new(std::ptr::null(), &VTABLE);
+    // SAFETY: every function of the table ignores the data pointer and does nothing.
+    unsafe { Waker::from_raw(RAW) }
+}
+
 struct Idle {
     stream: NetStream,
     since: Instant,
+    /// io_uring: a read-readiness poll armed while the connection sits in the pool. Completed
+    /// means the server sent bytes, closed or reset; still pending means quiet, learnt without
+    /// a syscall. Dropping it on reuse cancels it within the worker's next `io_uring_enter`.
+    watch: Option<ReadReady>,
+}
+
+impl Idle {
+    fn is_quiet(&mut self) -> bool {
+        match &mut self.watch {
+            Some(watch) => !fired(watch),
+            None => is_quiet(self.stream.tcp()),
+        }
+    }
+}
+
+/// Whether a watch's poll completed (no syscall: the worker's ring already reported it).
+fn fired(watch: &mut ReadReady) -> bool {
+    let waker = noop_waker();
+    Pin::new(watch)
+        .poll(&mut Context::from_waker(&waker))
+        .is_ready()
 }
 
 pub struct Upstreams {
@@ -59,6 +92,8 @@ pub struct Upstreams {
     pub(super) rng: Cell<Rng>,
     /// Zero of the worker's nanosecond clock for the estimates.
     pub(super) epoch: Instant,
+    /// Idle connections are watched by an armed poll (io_uring) instead of a peek per reuse.
+    watch_idle: bool,
 }
 
 impl Upstreams {
@@ -70,7 +105,14 @@ impl Upstreams {
             cursor: RefCell::default(),
             rng: Cell::new(Rng::new(seed)),
             epoch: Instant::now(),
+            watch_idle: false,
         }
+    }
+
+    /// Watch pooled connections with a poll each (on io_uring, where it costs no syscall).
+    pub fn watching_idle(mut self, on: bool) -> Upstreams {
+        self.watch_idle = on;
+        self
     }
 
     /// A pooled connection to `addr` (a TLS one when `tls`), most recently used first;
@@ -85,12 +127,12 @@ impl Upstreams {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let ttl = max_idle_age.unwrap_or(self.settings.idle_timeout);
-        while let Some(c) = list.pop() {
+        while let Some(mut c) = list.pop() {
             if c.stream.is_tls() != tls {
                 // The same address under another scheme: a stale choice either way.
                 continue;
             }
-            if now.saturating_duration_since(c.since) < ttl && is_quiet(c.stream.tcp()) {
+            if now.saturating_duration_since(c.since) < ttl && c.is_quiet() {
                 return Some(c.stream);
             }
         }
@@ -108,15 +150,25 @@ impl Upstreams {
             }
             list.remove(0);
         }
-        list.push(Idle { stream, since: now });
+        // A watch that cannot be armed (a full ring, say) falls back to the peek.
+        let watch = self
+            .watch_idle
+            .then(|| stream.tcp().watch_readable().ok())
+            .flatten();
+        list.push(Idle {
+            stream,
+            since: now,
+            watch,
+        });
     }
 
-    /// Close idle connections past their timeout (called from the worker's ticker).
+    /// Close idle connections past their timeout, and watched ones the server closed or sent
+    /// something on (called from the worker's ticker).
     pub fn sweep(&self) {
         let ttl = self.settings.idle_timeout;
         let mut idle = self.idle.borrow_mut();
         for list in idle.values_mut() {
-            list.retain(|c| c.since.elapsed() < ttl);
+            list.retain_mut(|c| c.since.elapsed() < ttl && !c.watch.as_mut().is_some_and(fired));
         }
         idle.retain(|_, l| !l.is_empty());
     }

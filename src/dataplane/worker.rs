@@ -173,6 +173,9 @@ pub struct Worker {
     pub handshakes: super::tls_accept::Handshakes,
     /// When to give memory freed by connections gone cold back to the OS.
     pub reclaim: Reclaim,
+    /// Upstream connections read with poll-first receives (io_uring on Linux 5.19 or newer):
+    /// an answer is never there yet when the read is issued right after the request.
+    pub recv_poll_first: bool,
     id_seed: u64,
     id_counter: Cell<u64>,
 }
@@ -435,6 +438,14 @@ pub fn start(
     })
 }
 
+/// The event loop a worker runs on, and what its kernel offers.
+#[derive(Clone, Copy)]
+struct RingInfo {
+    driver: Driver,
+    /// Receives may set `IORING_RECVSEND_POLL_FIRST` (Linux 5.19).
+    recv_poll_first: bool,
+}
+
 /// io_uring setup flags a worker asks for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum RingFlags {
@@ -462,10 +473,14 @@ fn run_worker(
     shared: Arc<WorkerShared>,
 ) {
     macro_rules! run_on {
-        ($rt:expr, $driver:expr) => {{
+        ($rt:expr, $driver:expr, $poll_first:expr) => {{
             let mut rt = $rt;
+            let driver = RingInfo {
+                driver: $driver,
+                recv_poll_first: $poll_first,
+            };
             rt.block_on(worker_main(
-                id, cfg, routes, sockets, flags, ready, $driver, shared,
+                id, cfg, routes, sockets, flags, ready, driver, shared,
             ));
         }};
     }
@@ -493,6 +508,7 @@ fn run_worker(
                 .enable_timer()
                 .build()
         };
+        // A ring with COOP_TASKRUN means Linux 5.19 or newer: receives may poll first.
         let rt = if cfg.ring_fast_flags {
             build(RingFlags::Deferred)
                 .or_else(|e| {
@@ -502,18 +518,19 @@ fn run_worker(
                     );
                     build(RingFlags::Cooperative)
                 })
+                .map(|rt| (rt, true))
                 .or_else(|e| {
                     tracing::info!(
                         worker = id,
                         "io_uring fast setup flags refused ({e}); using defaults"
                     );
-                    build(RingFlags::Default)
+                    build(RingFlags::Default).map(|rt| (rt, false))
                 })
         } else {
-            build(RingFlags::Default)
+            build(RingFlags::Default).map(|rt| (rt, false))
         };
         match rt {
-            Ok(rt) => return run_on!(rt, Driver::IoUring),
+            Ok((rt, poll_first)) => return run_on!(rt, Driver::IoUring, poll_first),
             Err(e) if cfg.io_driver == IoDriver::IoUring => {
                 let _ = ready.send(Err(format!("cannot set up io_uring: {e}")));
                 return;
@@ -528,7 +545,7 @@ fn run_worker(
         .enable_timer()
         .build()
     {
-        Ok(rt) => run_on!(rt, Driver::Epoll),
+        Ok(rt) => run_on!(rt, Driver::Epoll, false),
         Err(e) => {
             let _ = ready.send(Err(format!("cannot build the epoll runtime: {e}")));
         }
@@ -543,7 +560,10 @@ async fn worker_main(
     sockets: Sockets,
     (stop, drain): Flags,
     ready: mpsc::Sender<Result<Driver, String>>,
-    driver: Driver,
+    RingInfo {
+        driver,
+        recv_poll_first,
+    }: RingInfo,
     shared: Arc<WorkerShared>,
 ) {
     let access_log = match AccessLog::open(&cfg.access_log) {
@@ -572,7 +592,8 @@ async fn worker_main(
                 balancer: cfg.upstream.balancer,
             },
             random_seed(id).rotate_left(17),
-        ),
+        )
+        .watching_idle(driver == Driver::IoUring),
         throttle: RefCell::new(Throttle::new(cfg.throttle_budgets.clone(), &cfg.throttle)),
         retry_budget: LocalRetryBudget::new(cfg.retry_budget.clone()),
         breakers: WorkerBreakers::default(),
@@ -587,6 +608,7 @@ async fn worker_main(
         active: Cell::new(0),
         handshakes: Default::default(),
         reclaim: Reclaim::default(),
+        recv_poll_first,
         id_seed: random_seed(id),
         id_counter: Cell::new(0),
     });

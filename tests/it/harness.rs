@@ -156,6 +156,12 @@ pub fn backend_entries(
 }
 
 /// Routes sending every path (`PathPrefix("/")`) to one backend made of `servers`.
+/// Profile fragments for ringway's two event loops, for tests that must hold on both.
+pub const DRIVERS: [(&str, &str); 2] = [
+    ("io_uring", "[node]\nio_driver = \"iouring\"\n"),
+    ("epoll", "[node]\nio_driver = \"epoll\"\n"),
+];
+
 pub fn catch_all(servers: &[SocketAddr]) -> String {
     routes_json(&[("b1", servers)], &[("all", "b1", "PathPrefix(`/`)")])
 }
