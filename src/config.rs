@@ -533,7 +533,7 @@ impl Default for TimeoutsConfig {
         TimeoutsConfig {
             header_ms: 10_000,
             keepalive_ms: 60_000,
-            idle_hot_ms: 1_000,
+            idle_hot_ms: 250,
             body_ms: 30_000,
             connect_ms: 3_000,
             upstream_read_ms: 30_000,

@@ -1,5 +1,6 @@
 //! Bodies are streamed, never held whole: moving 100 MiB through ringway in either direction
-//! barely changes its resident memory.
+//! barely changes its resident memory. Idle keep-alive connections give their request state
+//! back within a second of a burst.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -7,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::{catch_all, find, get, Ringway};
+use crate::harness::{catch_all, find, get, Client, Ringway};
 use crate::origin::Origin;
 
 const BODY: u64 = 100 * 1024 * 1024;
@@ -142,4 +143,35 @@ fn a_100_mib_response_body_streams_through_in_bounded_memory() {
         peak.saturating_sub(before) < ALLOWED_GROWTH_KIB,
         "RSS grew from {before} KiB to {peak} KiB"
     );
+}
+
+/// A burst of keep-alive clients that then go quiet costs, one second after the last
+/// response, little more than each idle connection's task: a connection drops its request
+/// state and buffers after `idle_hot_ms` (250 ms) without a request, and a worker quiet for
+/// half a second gives the freed pages back to the OS.
+#[test]
+fn idle_keep_alive_connections_are_lean_one_second_after_the_last_response() {
+    const CONNS: usize = 1500;
+    let origin = Origin::ok();
+    let rw = Ringway::start(&catch_all(&[origin.addr]), "");
+    assert_eq!(get(rw.addr, "/warm-up").status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = rss_kib_of(rw.pid());
+    let mut clients = Vec::with_capacity(CONNS);
+    for i in 0..CONNS {
+        let mut c = Client::connect(rw.addr);
+        c.send(format!("GET /burst/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        let r = c.read_response(false).expect("response");
+        assert_eq!(r.status, 200);
+        clients.push(c);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let after = rss_kib_of(rw.pid());
+    let per_conn = after.saturating_sub(before) * 1024 / CONNS as u64;
+    // A connection still holding its request state would cost about 3 KiB more.
+    assert!(
+        per_conn <= 1280,
+        "{per_conn} bytes per idle connection 1 s after the burst (RSS {before} -> {after} KiB)"
+    );
+    drop(clients);
 }
