@@ -154,6 +154,8 @@ impl TcpListener {
             }
         };
 
+        // The address accept reported answers `peer_addr` without a `getpeername`.
+        stream.cache_peer_addr(addr);
         Ok((stream, addr))
     }
 
@@ -211,6 +213,8 @@ impl TcpListener {
             }
         };
 
+        // The address accept reported answers `peer_addr` without a `getpeername`.
+        stream.cache_peer_addr(addr);
         Ok((stream, addr))
     }
 

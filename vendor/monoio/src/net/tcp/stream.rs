@@ -93,6 +93,11 @@ impl TcpStream {
         }
     }
 
+    /// Remember the peer's address (known from `accept`).
+    pub(crate) fn cache_peer_addr(&self, addr: SocketAddr) {
+        self.meta.set_peer_addr(addr);
+    }
+
     /// Reads on this stream wait for readiness before their first receive attempt
     /// (io_uring's `IORING_RECVSEND_POLL_FIRST`, Linux 5.19 or newer). For sockets whose
     /// reads usually find nothing yet, such as a client's connection right after it sent a
@@ -619,6 +624,11 @@ impl StreamMeta {
             meta.local_addr = Some(addr);
         }
         ret
+    }
+
+    fn set_peer_addr(&self, addr: SocketAddr) {
+        // Safety: the meta is only touched from the stream's own thread, never across an await.
+        unsafe { (*self.meta.get()).peer_addr = Some(addr) };
     }
 
     fn peer_addr(&self) -> io::Result<SocketAddr> {
