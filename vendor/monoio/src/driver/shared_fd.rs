@@ -528,7 +528,7 @@ impl Drop for Inner {
         match state {
             #[cfg(all(target_os = "linux", feature = "iouring"))]
             State::Uring(UringState::Init) | State::Uring(UringState::Waiting(..)) => {
-                if super::op::Op::close(fd).is_err() {
+                if !super::op::Op::close_detached(fd) {
                     let _ = unsafe { std::fs::File::from_raw_fd(fd) };
                 };
             }

@@ -30,6 +30,27 @@ impl Op<Close> {
     pub(crate) fn close(fd: RawSocket) -> io::Result<Op<Close>> {
         Op::try_submit_with(Close { fd })
     }
+
+    /// Close `fd` through this thread's io_uring without tracking the operation: a close holds
+    /// nothing that must outlive it, so there is no slab entry to keep and no cancellation to
+    /// submit when the caller does not wait (an `Op` dropped in flight submits one). `false`
+    /// when no io_uring driver runs on this thread; the caller then closes `fd` itself.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub(crate) fn close_detached(fd: RawFd) -> bool {
+        use crate::driver::{Inner, CURRENT};
+        if !CURRENT.is_set() {
+            return false;
+        }
+        CURRENT.with(|inner| match inner {
+            Inner::Uring(this) => crate::driver::uring::UringInner::submit_detached(
+                this,
+                opcode::Close::new(types::Fd(fd)).build(),
+            )
+            .is_ok(),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        })
+    }
 }
 
 impl OpAble for Close {

@@ -37,8 +37,10 @@ pub(crate) const TIMEOUT_USERDATA: u64 = u64::MAX - 1;
 pub(crate) const EVENTFD_USERDATA: u64 = u64::MAX - 2;
 #[cfg(feature = "poll-io")]
 pub(crate) const POLLER_USERDATA: u64 = u64::MAX - 3;
+/// Operations submitted without an `Op` to track them (closes): their completions are ignored.
+pub(crate) const DETACHED_USERDATA: u64 = u64::MAX - 4;
 
-pub(crate) const MIN_REVERSED_USERDATA: u64 = u64::MAX - 3;
+pub(crate) const MIN_REVERSED_USERDATA: u64 = u64::MAX - 4;
 
 /// Driver with uring.
 pub struct IoUringDriver {
@@ -532,6 +534,22 @@ impl UringInner {
                 }
             }
         }
+    }
+
+    /// Push an operation that holds no resource and whose result nobody waits for (closing a
+    /// descriptor): no slab entry, and nothing to cancel when the caller moves on.
+    pub(crate) fn submit_detached(
+        this: &Rc<UnsafeCell<UringInner>>,
+        sqe: io_uring::squeue::Entry,
+    ) -> io::Result<()> {
+        let inner = unsafe { &mut *this.get() };
+        let sqe = sqe.user_data(DETACHED_USERDATA);
+        if unsafe { inner.uring.submission().push(&sqe) }.is_err() {
+            inner.submit()?;
+            unsafe { inner.uring.submission().push(&sqe) }
+                .map_err(|_| io::Error::new(io::ErrorKind::Other, "submission queue full"))?;
+        }
+        Ok(())
     }
 
     pub(crate) unsafe fn cancel_op(this: &Rc<UnsafeCell<UringInner>>, index: usize) {
