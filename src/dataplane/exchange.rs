@@ -349,8 +349,8 @@ async fn attempt(
         )
     };
     let reused = pooled.is_some();
-    let mut up = match pooled {
-        Some(s) => s,
+    let (mut up, watch) = match pooled {
+        Some((s, watch)) => (s, watch),
         None => {
             let dial = be.settings.dial_timeout.unwrap_or(w.cfg.timeouts.connect());
             let err = match monoio::time::timeout(dial, TcpStream::connect_addr(addr)).await {
@@ -367,7 +367,7 @@ async fn attempt(
                 Err(_) => Err(ProxyError::ConnectTimeout),
             };
             match err {
-                Ok(s) => s,
+                Ok(s) => (s, None),
                 Err(err) => {
                     return Outcome::Failed {
                         err,
@@ -465,6 +465,7 @@ async fn attempt(
                     replayable: body.replayable(),
                     force_close: true,
                     sent_at,
+                    watch,
                 };
                 return match relay_response(c, w, head, target, up, done, gate).await {
                     Outcome::Failed { .. } => Outcome::Failed {
@@ -493,6 +494,7 @@ async fn attempt(
         replayable: body.replayable(),
         force_close: false,
         sent_at,
+        watch,
     };
     relay_response(c, w, head, target, up, done, gate).await
 }

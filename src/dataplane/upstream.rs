@@ -116,14 +116,16 @@ impl Upstreams {
     }
 
     /// A pooled connection to `addr` (a TLS one when `tls`), most recently used first;
-    /// expired ones are closed. `now` is the worker's clock.
+    /// expired ones are closed. `now` is the worker's clock. With the connection comes its
+    /// watch, still armed: the answer's first bytes complete it, so handing it back to
+    /// [`Upstreams::put`] costs nothing, where dropping it now would cost a cancellation.
     pub fn take(
         &self,
         addr: SocketAddr,
         tls: bool,
         max_idle_age: Option<Duration>,
         now: Instant,
-    ) -> Option<NetStream> {
+    ) -> Option<(NetStream, Option<ReadReady>)> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let ttl = max_idle_age.unwrap_or(self.settings.idle_timeout);
@@ -133,14 +135,24 @@ impl Upstreams {
                 continue;
             }
             if now.saturating_duration_since(c.since) < ttl && c.is_quiet() {
-                return Some(c.stream);
+                return Some((c.stream, c.watch));
             }
         }
         None
     }
 
-    /// Keep a connection whose last exchange ended cleanly (`now`: the worker's clock).
-    pub fn put(&self, addr: SocketAddr, stream: NetStream, max_idle: Option<usize>, now: Instant) {
+    /// Keep a connection whose last exchange ended cleanly (`now`: the worker's clock), with
+    /// the watch [`Upstreams::take`] gave out for it, if any.
+    pub fn put(
+        &self,
+        addr: SocketAddr,
+        stream: NetStream,
+        last_watch: Option<ReadReady>,
+        max_idle: Option<usize>,
+        now: Instant,
+    ) {
+        // Normally completed by the answer; one still pending is cancelled.
+        drop(last_watch);
         let cap = max_idle.unwrap_or(self.settings.max_idle_per_server);
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();

@@ -118,6 +118,8 @@ pub(super) struct Done {
     pub force_close: bool,
     /// When the request went out, for the balancer's estimate of the server (when timed).
     pub sent_at: Option<std::time::Instant>,
+    /// A pooled connection's watch, handed back to the pool with it.
+    pub watch: Option<monoio::net::ReadReady>,
 }
 
 pub(super) async fn relay_response(
@@ -126,7 +128,7 @@ pub(super) async fn relay_response(
     head: &RequestHead,
     target: Target<'_>,
     mut up: NetStream,
-    d: Done,
+    mut d: Done,
     gate: &RetryGate<'_>,
 ) -> Outcome {
     let Target { be, server, .. } = target;
@@ -146,7 +148,7 @@ pub(super) async fn relay_response(
         w.upstreams.observe(gate.flight, now - sent, now);
     }
     if rh.status != 101 && gate.retries_status(w, rh.status, d.replayable) {
-        discard_response(w, target, up, ubuf, &rh, &d);
+        discard_response(w, target, up, ubuf, &rh, &mut d);
         return Outcome::Retry { status: rh.status };
     }
 
@@ -332,8 +334,8 @@ pub(super) async fn relay_response(
     // of it: that connection cannot carry another request.
     if rh.keep_alive && !surplus && !d.force_close && rh.framing != BodyFraming::UntilClose {
         let now = w.idle_timers.now();
-        w.upstreams
-            .put(server.addr, up, be.settings.max_idle_per_host, now);
+        let cap = be.settings.max_idle_per_host;
+        w.upstreams.put(server.addr, up, d.watch.take(), cap, now);
     }
     c.consume(d.consume_end);
     Outcome::Done(if client_keep {
@@ -352,7 +354,7 @@ fn discard_response(
     up: NetStream,
     ubuf: Vec<u8>,
     rh: &ResponseHead,
-    d: &Done,
+    d: &mut Done,
 ) {
     let body = &ubuf[rh.head_len..];
     let whole = match rh.framing {
@@ -367,7 +369,8 @@ fn discard_response(
     if whole && rh.keep_alive && !d.force_close {
         let now = w.idle_timers.now();
         let cap = target.be.settings.max_idle_per_host;
-        w.upstreams.put(target.server.addr, up, cap, now);
+        w.upstreams
+            .put(target.server.addr, up, d.watch.take(), cap, now);
     }
     w.bufs.give(ubuf);
 }
