@@ -92,8 +92,22 @@ impl Origin {
 
     /// An origin on a given loopback port (e.g. one a backend already lists as dead).
     #[allow(dead_code)]
+    /// The port was free a moment ago, but tests running alongside may hold it briefly as the
+    /// local end of a connection of theirs: binding is retried for a few seconds.
     pub fn start_on(port: u16, handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Origin {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind origin port");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", port)) {
+                Ok(l) => break l,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("bind origin port {port}: {e}"),
+            }
+        };
         Origin::serve_on(listener, handler)
     }
 
