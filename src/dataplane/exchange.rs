@@ -354,9 +354,8 @@ async fn attempt(
         None => {
             let dial = be.settings.dial_timeout.unwrap_or(w.cfg.timeouts.connect());
             let err = match monoio::time::timeout(dial, TcpStream::connect_addr(addr)).await {
-                Ok(Ok(mut s)) => {
+                Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
-                    s.set_recv_poll_first(w.recv_poll_first);
                     match &server.tls {
                         None => Ok(NetStream::Plain(s)),
                         // The handshake has a connect deadline of its own.

@@ -48,6 +48,15 @@ impl NetStream {
         }
     }
 
+    /// Reads on the connection poll before their first receive attempt (io_uring's
+    /// `IORING_RECVSEND_POLL_FIRST`): for a read issued before its data can have arrived.
+    pub fn set_recv_poll_first(&mut self, on: bool) {
+        match self {
+            NetStream::Plain(s) => s.set_recv_poll_first(on),
+            NetStream::Tls(t) => t.tcp_mut().set_recv_poll_first(on),
+        }
+    }
+
     /// Bytes (or the client's close) wait inside a TLS connection already: a read would not
     /// block even if the socket has nothing. Never for plain TCP.
     pub fn has_buffered(&mut self) -> bool {

@@ -3,12 +3,11 @@
 //! those outlier ejection left in rotation. Core-local, no locks.
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, RawWaker, RawWakerVTable, Waker};
+use std::time::{Duration, Instant};
 
 use monoio::net::{ReadReady, TcpStream};
 
@@ -60,9 +59,9 @@ fn noop_waker() -> Waker {
 struct Idle {
     stream: NetStream,
     since: Instant,
-    /// io_uring: a read-readiness poll armed while the connection sits in the pool. Completed
+    /// io_uring: a read-readiness poll armed when the connection entered the pool. Completed
     /// means the server sent bytes, closed or reset; still pending means quiet, learnt without
-    /// a syscall. Dropping it on reuse cancels it within the worker's next `io_uring_enter`.
+    /// a syscall. On reuse it goes along with the connection (see [`Upstreams::take`]).
     watch: Option<ReadReady>,
 }
 

@@ -173,8 +173,8 @@ pub struct Worker {
     pub handshakes: super::tls_accept::Handshakes,
     /// When to give memory freed by connections gone cold back to the OS.
     pub reclaim: Reclaim,
-    /// Upstream connections read with poll-first receives (io_uring on Linux 5.19 or newer):
-    /// an answer is never there yet when the read is issued right after the request.
+    /// The first read of an upstream's answer polls first (io_uring on Linux 5.19 or newer):
+    /// the answer is never there yet when the read is issued right after the request.
     pub recv_poll_first: bool,
     id_seed: u64,
     id_counter: Cell<u64>,

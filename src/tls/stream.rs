@@ -129,6 +129,10 @@ impl TlsStream {
         &self.tcp
     }
 
+    pub fn tcp_mut(&mut self) -> &mut TcpStream {
+        &mut self.tcp
+    }
+
     pub fn connection(&self) -> &Connection {
         &self.tls
     }

@@ -44,6 +44,10 @@ async fn read_response_head(
     };
     let mut scanned = 0;
     let mut got_any = false;
+    // The answer cannot be there yet when its first read is issued, right after the request:
+    // that read polls first instead of trying the socket (where the kernel has the flag).
+    // Later reads (the rest of a head, bodies) usually find data waiting and try at once.
+    up.set_recv_poll_first(w.recv_poll_first && ubuf.is_empty());
     loop {
         if !ubuf.is_empty() {
             match parse_response(
@@ -96,6 +100,7 @@ async fn read_response_head(
             return failed(ProxyError::UpstreamTimeout);
         };
         *ubuf = back.into_inner();
+        up.set_recv_poll_first(false);
         match res {
             // The request went out whole on a pooled connection and nothing came back: the
             // server most likely closed it before reading, but may have processed it.
