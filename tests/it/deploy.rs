@@ -1,6 +1,6 @@
 //! Deployment files: the flake parses, the shipped profiles pass `ringway check`.
 
-use crate::harness::{openssl, ringway, TempDir};
+use crate::harness::{ringway, self_signed_p256, TempDir};
 use std::path::Path;
 use std::process::Command;
 
@@ -78,26 +78,7 @@ fn check_with_bench_certificate(configs: &Path, name: &str) {
     }
     let tls = tmp.path().join(".run/tls");
     std::fs::create_dir_all(&tls).unwrap();
-    openssl(
-        &tls,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "bench.key",
-            "-out",
-            "bench.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
+    self_signed_p256(&tls, "bench", "/CN=localhost");
     let stdout = check_passes(&copy.join(name), name);
     assert!(
         stdout.contains("bench.pem (localhost): ok"),

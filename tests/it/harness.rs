@@ -36,6 +36,32 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A self-signed ECDSA P-256 certificate valid for 30 days: `<name>.pem` and `<name>.key` in
+/// `dir`, with the subject `subject` (`/CN=...`).
+pub fn self_signed_p256(dir: &Path, name: &str, subject: &str) {
+    let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "30",
+            "-subj",
+            subject,
+        ],
+    );
+}
+
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

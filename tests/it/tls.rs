@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::{catch_all, free_port, get, openssl, ringway, routes_json, Ringway, TempDir};
+use crate::harness::{
+    catch_all, free_port, get, openssl, ringway, routes_json, self_signed_p256, Ringway, TempDir,
+};
 use crate::origin::{body_byte, Fnv, Origin};
 
 /// A CA and certificates signed by it, written as PEM files into a temporary directory.
@@ -42,26 +44,7 @@ impl Pki {
     }
 
     fn ca(&self, name: &str) {
-        openssl(
-            self.dir.path(),
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "30",
-                "-subj",
-                &format!("/CN=ringway test {name}"),
-            ],
-        );
+        self_signed_p256(self.dir.path(), name, &format!("/CN=ringway test {name}"));
     }
 
     /// `<name>.pem` (the leaf, then its CA: a chain) and `<name>.key`, signed by `ca`.

@@ -148,11 +148,11 @@ fn unreachable_origin_answers_504_after_connect_ms() {
     assert!(took < Duration::from_millis(1500), "took {took:?}");
 }
 
-#[test]
-fn origin_closing_after_each_response_does_not_fail_keep_alive_clients() {
-    // The origin closes its side after every response without saying `Connection: close`,
-    // so each pooled connection is stale by the time the next request would use it.
-    let origin = Origin::start(|s| {
+/// An origin that closes its side after every response without saying `Connection: close`
+/// (its body is the request's target), so each pooled connection is stale by the time the
+/// next request would use it.
+fn origin_closing_after_each_response() -> Origin {
+    Origin::start(|s| {
         Reply::BytesThenClose(
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
@@ -161,16 +161,27 @@ fn origin_closing_after_each_response_does_not_fail_keep_alive_clients() {
             )
             .into_bytes(),
         )
-    });
-    let rw = Ringway::start(&catch_all(&[origin.addr]), "");
+    })
+}
+
+/// Ten requests on one keep-alive client connection, `pause` apart, each answered with its own
+/// target.
+fn ten_requests_on_one_connection(rw: &Ringway, pause: Duration, label: &str) {
     let mut c = Client::connect(rw.addr);
     for i in 0..10 {
         let path = format!("/n/{i}");
         c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
         let r = c.read_response(false).expect("response");
-        assert_eq!((r.status, r.text()), (200, path), "{}", rw.log());
-        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!((r.status, r.text()), (200, path), "{label}: {}", rw.log());
+        std::thread::sleep(pause);
     }
+}
+
+#[test]
+fn origin_closing_after_each_response_does_not_fail_keep_alive_clients() {
+    let origin = origin_closing_after_each_response();
+    let rw = Ringway::start(&catch_all(&[origin.addr]), "");
+    ten_requests_on_one_connection(&rw, Duration::from_millis(20), "default loop");
     assert_eq!(
         origin.seen().len(),
         10,
@@ -185,26 +196,10 @@ fn origin_closing_after_each_response_does_not_fail_keep_alive_clients() {
 #[test]
 fn pooled_connections_the_origin_closed_are_never_reused() {
     for (driver, node) in DRIVERS {
-        let origin = Origin::start(|s| {
-            Reply::BytesThenClose(
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
-                    s.target.len(),
-                    s.target
-                )
-                .into_bytes(),
-            )
-        });
+        let origin = origin_closing_after_each_response();
         let (admin, extra) = crate::admin::with_admin(node);
         let rw = Ringway::start(&catch_all(&[origin.addr]), &extra);
-        let mut c = Client::connect(rw.addr);
-        for i in 0..10 {
-            let path = format!("/n/{i}");
-            c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-            let r = c.read_response(false).expect("response");
-            assert_eq!((r.status, r.text()), (200, path), "{driver}: {}", rw.log());
-            std::thread::sleep(Duration::from_millis(30));
-        }
+        ten_requests_on_one_connection(&rw, Duration::from_millis(30), driver);
         let metrics = crate::admin::scrape(admin);
         let counter = |prefix: &str| {
             metrics

@@ -33,10 +33,7 @@ const P256: &str = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
 
 /// A self-signed CA `name`.pem / `name`.key.
 fn make_ca(dir: &Path, name: &str) {
-    openssl(
-        dir,
-        &format!("req -x509 {P256} -keyout {name}.key -out {name}.pem -days 2 -subj /CN={name}"),
-    );
+    crate::harness::self_signed_p256(dir, name, &format!("/CN={name}"));
 }
 
 /// `name`.pem / `name`.key signed by `ca`, with the extensions in `ext` (openssl.cnf lines).
