@@ -8,7 +8,7 @@ mod tfo;
 
 pub use listener::TcpListener;
 pub use split::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
-pub use stream::{ReadReady, TcpConnectOpts, TcpStream};
+pub use stream::{PendingRead, ReadReady, TcpConnectOpts, TcpStream};
 
 #[cfg(feature = "poll-io")]
 pub mod stream_poll;

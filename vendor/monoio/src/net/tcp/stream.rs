@@ -115,6 +115,17 @@ impl TcpStream {
         Op::poll_read(&self.fd, false).map(ReadReady)
     }
 
+    /// A receive into `buf` that owns its operation instead of borrowing the stream, polling
+    /// first when `poll_first` (see [`set_recv_poll_first`](Self::set_recv_poll_first)). On
+    /// io_uring it is submitted now and completes with the first bytes, end of stream or an
+    /// error, whether or not it is being awaited; dropping it unfinished cancels it. It lets a
+    /// connection pool keep a receive armed on each idle connection: the peer closing or
+    /// sending something is known without a syscall, and the answer to the next request lands
+    /// in the buffer without a submission of its own.
+    pub fn read_owned<T: IoBufMut>(&self, buf: T, poll_first: bool) -> io::Result<PendingRead<T>> {
+        Op::recv_with(self.fd.clone(), buf, poll_first).map(PendingRead)
+    }
+
     /// Open a TCP connection to a remote host.
     /// Note: This function may block the current thread while resolution is
     /// performed.
@@ -301,6 +312,27 @@ impl Future for ReadReady {
         std::pin::Pin::new(&mut self.0)
             .poll(cx)
             .map(|done| done.meta.result.map(|_| ()))
+    }
+}
+
+/// A receive in flight, from [`TcpStream::read_owned`].
+pub struct PendingRead<T: IoBufMut>(Op<crate::driver::op::recv::Recv<T>>);
+
+impl<T: IoBufMut> Future for PendingRead<T> {
+    type Output = BufResult<usize, T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let done = std::task::ready!(std::pin::Pin::new(&mut self.0).poll(cx));
+        let res = done.meta.result.map(|n| n as usize);
+        let mut buf = done.data.buf;
+        if let Ok(n) = res {
+            // Safety: the kernel wrote `n` bytes to the buffer.
+            unsafe { buf.set_init(n) };
+        }
+        std::task::Poll::Ready((res, buf))
     }
 }
 
