@@ -384,7 +384,7 @@ impl Upstreams {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::dataplane::upstream::UpstreamSettings;
     use crate::resilience::ejection::EjectionSettings;
@@ -409,7 +409,7 @@ mod tests {
         )
     }
 
-    fn ups(balancer: Balancer) -> Upstreams {
+    pub(crate) fn ups(balancer: Balancer) -> Upstreams {
         Upstreams::new(
             UpstreamSettings {
                 max_idle_per_server: 4,

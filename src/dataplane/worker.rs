@@ -593,7 +593,7 @@ async fn worker_main(
             },
             random_seed(id).rotate_left(17),
         )
-        .watching_idle(driver == Driver::IoUring),
+        .watching_idle(driver == Driver::IoUring, recv_poll_first),
         throttle: RefCell::new(Throttle::new(cfg.throttle_budgets.clone(), &cfg.throttle)),
         retry_budget: LocalRetryBudget::new(cfg.retry_budget.clone()),
         breakers: WorkerBreakers::default(),

@@ -3,6 +3,7 @@
 //! is large and length-framed); or the switch to a tunnel after a 101.
 
 use super::super::net_stream::NetStream;
+use super::super::upstream::Watch;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
@@ -21,13 +22,16 @@ use crate::http::{
 use crate::route::Backend;
 
 /// Read one response head from the upstream into `ubuf`, passing interim (1xx) responses on.
-/// A failure means the request went out: the upstream may have acted on it.
+/// A pooled connection's armed receive (`watch`) is the first read, and its buffer becomes
+/// `ubuf`. A failure means the request went out: the upstream may have acted on it.
+#[allow(clippy::too_many_arguments)]
 async fn read_response_head(
     c: &mut Conn,
     w: &Worker,
     head: &RequestHead,
     be: &Backend,
     up: &mut NetStream,
+    watch: &mut Option<Watch>,
     ubuf: &mut Vec<u8>,
     reused: bool,
 ) -> Result<ResponseHead, Outcome> {
@@ -44,6 +48,16 @@ async fn read_response_head(
     };
     let mut scanned = 0;
     let mut got_any = false;
+    if let Some(Watch::Recv(_)) = watch {
+        let Some(Watch::Recv(armed)) = watch.take() else {
+            unreachable!()
+        };
+        let Some((res, back)) = w.timed(read_timeout, armed).await else {
+            return failed(ProxyError::UpstreamTimeout);
+        };
+        w.give_buf(std::mem::replace(ubuf, back));
+        got_any = read_succeeded(res, got_any, reused)?;
+    }
     // The answer cannot be there yet when its first read is issued, right after the request:
     // that read polls first instead of trying the socket (where the kernel has the flag).
     // Later reads (the rest of a head, bodies) usually find data waiting and try at once.
@@ -101,15 +115,26 @@ async fn read_response_head(
         };
         *ubuf = back.into_inner();
         up.set_recv_poll_first(false);
-        match res {
-            // The request went out whole on a pooled connection and nothing came back: the
-            // server most likely closed it before reading, but may have processed it.
-            Ok(0) | Err(_) if !got_any && reused => return failed(ProxyError::Stale),
-            Ok(0) => return failed(ProxyError::UpstreamClosed),
-            Err(e) => return failed(ProxyError::UpstreamIo(e)),
-            Ok(_) => got_any = true,
-        }
+        got_any = read_succeeded(res, got_any, reused)?;
     }
+}
+
+/// Whether a read of the answer got bytes (`Ok(true)`), or how the exchange failed.
+fn read_succeeded(
+    res: std::io::Result<usize>,
+    got_any: bool,
+    reused: bool,
+) -> Result<bool, Outcome> {
+    let err = match res {
+        Ok(0) | Err(_) if !got_any && reused => ProxyError::Stale,
+        Ok(0) => ProxyError::UpstreamClosed,
+        Err(e) => ProxyError::UpstreamIo(e),
+        Ok(_) => return Ok(true),
+    };
+    Err(Outcome::Failed {
+        err,
+        reached: Reached::Server,
+    })
 }
 
 /// Where the request stands once its body was sent.
@@ -123,8 +148,9 @@ pub(super) struct Done {
     pub force_close: bool,
     /// When the request went out, for the balancer's estimate of the server (when timed).
     pub sent_at: Option<std::time::Instant>,
-    /// A pooled connection's watch, handed back to the pool with it.
-    pub watch: Option<monoio::net::ReadReady>,
+    /// A pooled connection's watch: an armed receive is the answer's first read; a poll is
+    /// handed back to the pool with the connection.
+    pub watch: Option<Watch>,
 }
 
 pub(super) async fn relay_response(
@@ -137,8 +163,13 @@ pub(super) async fn relay_response(
     gate: &RetryGate<'_>,
 ) -> Outcome {
     let Target { be, server, .. } = target;
-    let mut ubuf = w.bufs.take();
-    let rh = match read_response_head(c, w, head, be, &mut up, &mut ubuf, d.reused).await {
+    // An armed receive brings its own buffer.
+    let mut ubuf = match d.watch {
+        Some(Watch::Recv(_)) => Vec::new(),
+        _ => w.bufs.take(),
+    };
+    let answer = read_response_head(c, w, head, be, &mut up, &mut d.watch, &mut ubuf, d.reused);
+    let rh = match answer.await {
         Ok(rh) => rh,
         Err(o) => {
             w.bufs.give(ubuf);
@@ -334,13 +365,12 @@ pub(super) async fn relay_response(
         }
         c.rec.tx += k as u64;
     }
-    w.give_buf(ubuf);
     // An upstream that answered before the whole request body was sent still expects the rest
     // of it: that connection cannot carry another request.
     if rh.keep_alive && !surplus && !d.force_close && rh.framing != BodyFraming::UntilClose {
-        let now = w.idle_timers.now();
-        let cap = be.settings.max_idle_per_host;
-        w.upstreams.put(server.addr, up, d.watch.take(), cap, now);
+        repool(w, target, up, &mut d, ubuf);
+    } else {
+        w.give_buf(ubuf);
     }
     c.consume(d.consume_end);
     Outcome::Done(if client_keep {
@@ -372,12 +402,28 @@ fn discard_response(
         BodyFraming::UntilClose => false,
     };
     if whole && rh.keep_alive && !d.force_close {
-        let now = w.idle_timers.now();
-        let cap = target.be.settings.max_idle_per_host;
-        w.upstreams
-            .put(target.server.addr, up, d.watch.take(), cap, now);
+        repool(w, target, up, d, ubuf);
+    } else {
+        w.bufs.give(ubuf);
     }
-    w.bufs.give(ubuf);
+}
+
+/// Return a connection to the pool after a clean exchange, lending it the exchange's I/O
+/// buffer for its next answer (see [`crate::dataplane::upstream::Upstreams::put`]).
+fn repool(w: &Worker, target: Target<'_>, up: NetStream, d: &mut Done, buf: Vec<u8>) {
+    let now = w.idle_timers.now();
+    let cap = target.be.settings.max_idle_per_host;
+    let addr = target.server.addr;
+    let spare = if w.bufs.owns(buf.capacity()) {
+        w.upstreams
+            .put(addr, up, d.watch.take(), Some(buf), cap, now)
+    } else {
+        w.upstreams.put(addr, up, d.watch.take(), None, cap, now);
+        Some(buf)
+    };
+    if let Some(buf) = spare {
+        w.give_buf(buf);
+    }
 }
 
 /// Switch to a byte tunnel after the upstream's 101: pass the 101 head and anything after it to
