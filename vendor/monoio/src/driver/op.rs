@@ -17,7 +17,7 @@ pub(crate) mod poll;
 mod read;
 pub(crate) mod recv;
 mod send;
-mod write;
+pub(crate) mod write;
 
 #[cfg(unix)]
 mod statx;
@@ -51,6 +51,19 @@ pub(crate) struct Op<T: 'static> {
 pub(crate) struct Completion<T> {
     pub(crate) data: T,
     pub(crate) meta: CompletionMeta,
+}
+
+/// Set `bits` in an entry's `ioprio` field, where send and receive operations take their
+/// flags and which io-uring 0.6's builders do not expose. `Entry` is `repr(C)` over the
+/// kernel's `io_uring_sqe`, whose `ioprio` is the `u16` at byte offset 2.
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+pub(crate) fn or_ioprio(sqe: &mut io_uring::squeue::Entry, bits: u16) {
+    const _: () = assert!(std::mem::size_of::<io_uring::squeue::Entry>() == 64);
+    // SAFETY: in bounds of the 64-byte entry; offset 2 is the `ioprio` field, 2-byte aligned.
+    unsafe {
+        let ioprio = (sqe as *mut io_uring::squeue::Entry).cast::<u8>().add(2).cast::<u16>();
+        *ioprio |= bits;
+    }
 }
 
 /// Operation completion meta info.

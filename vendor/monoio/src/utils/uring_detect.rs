@@ -52,6 +52,31 @@ fn detect_uring_inner() -> bool {
     USED_OP.iter().all(|op| probe.is_supported(*op))
 }
 
+/// Whether the kernel takes a vectorized `SEND` (`IORING_SEND_VECTORIZED`, Linux 6.17), for
+/// [`TcpStream::set_send_vectorized`](crate::net::TcpStream::set_send_vectorized): one byte
+/// gathered into a socket pair through a ring of its own. Checked once per process.
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+pub fn detect_vectorized_send() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        use std::os::fd::AsRawFd;
+        let mut uring = err_to_false!(io_uring::IoUring::new(2));
+        let (a, b) = err_to_false!(std::os::unix::net::UnixStream::pair());
+        let byte = [1u8];
+        let iov = [libc::iovec {
+            iov_base: byte.as_ptr() as *mut _,
+            iov_len: 1,
+        }];
+        let sqe = crate::driver::op::write::vectorized_send(a.as_raw_fd(), iov.as_ptr(), 1);
+        // SAFETY: the entry points at `iov` and `byte`, which outlive the wait below.
+        err_to_false!(unsafe { uring.submission().push(&sqe) });
+        err_to_false!(uring.submit_and_wait(1));
+        let sent = uring.completion().next().map(|c| c.result());
+        let mut got = [0u8];
+        sent == Some(1) && std::io::Read::read(&mut &b, &mut got).ok() == Some(1) && got == byte
+    })
+}
+
 /// Detect if current platform supports our needed uring ops.
 #[cfg(all(target_os = "linux", feature = "iouring"))]
 pub fn detect_uring() -> bool {

@@ -94,20 +94,10 @@ impl<T: IoBufMut> Op<Recv<T>> {
     }
 }
 
-/// `IORING_RECVSEND_POLL_FIRST` (Linux 5.19) in the entry's `ioprio` field, which io-uring 0.6's
-/// `Recv` builder does not expose. `Entry` is `repr(C)` over the kernel's `io_uring_sqe`, whose
-/// `ioprio` is the `u16` at byte offset 2. Kernels without the flag fail the receive with
+/// `IORING_RECVSEND_POLL_FIRST` (Linux 5.19). Kernels without the flag fail the receive with
 /// `EINVAL`, so callers ask for it only where the kernel is known to have it.
 #[cfg(all(target_os = "linux", feature = "iouring"))]
-fn set_poll_first(sqe: &mut io_uring::squeue::Entry) {
-    const IORING_RECVSEND_POLL_FIRST: u16 = 1;
-    const _: () = assert!(std::mem::size_of::<io_uring::squeue::Entry>() == 64);
-    // SAFETY: in bounds of the 64-byte entry; offset 2 is the `ioprio` field, 2-byte aligned.
-    unsafe {
-        let ioprio = (sqe as *mut io_uring::squeue::Entry).cast::<u8>().add(2).cast::<u16>();
-        *ioprio |= IORING_RECVSEND_POLL_FIRST;
-    }
-}
+const IORING_RECVSEND_POLL_FIRST: u16 = 1;
 
 impl<T: IoBufMut> OpAble for Recv<T> {
     #[cfg(all(target_os = "linux", feature = "iouring"))]
@@ -119,7 +109,7 @@ impl<T: IoBufMut> OpAble for Recv<T> {
         )
         .build();
         if self.poll_first {
-            set_poll_first(&mut sqe);
+            super::or_ioprio(&mut sqe, IORING_RECVSEND_POLL_FIRST);
         }
         sqe
     }

@@ -117,6 +117,27 @@ impl<T: IoBuf> OpAble for Write<T> {
     }
 }
 
+/// `IORING_SEND_VECTORIZED` (Linux 6.17): `SEND` takes an iovec array (`addr`) and its length
+/// (`len`), as `WRITEV` does, and goes straight to the socket's `sendmsg` instead of through
+/// the file write path (no `kiocb`, no iterator set-up for a file, no write notification).
+/// Kernels without it fail the send with `EINVAL`.
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+const IORING_SEND_VECTORIZED: u16 = 1 << 5;
+
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+pub(crate) fn vectorized_send(
+    fd: std::os::fd::RawFd,
+    iov: *const libc::iovec,
+    len: u32,
+) -> io_uring::squeue::Entry {
+    #[allow(deprecated)]
+    let mut sqe = opcode::Send::new(types::Fd(fd), iov.cast(), len)
+        .flags(libc::MSG_NOSIGNAL as _)
+        .build();
+    super::or_ioprio(&mut sqe, IORING_SEND_VECTORIZED);
+    sqe
+}
+
 pub(crate) struct WriteVec<T> {
     /// Holds a strong ref to the FD, preventing the file from being closed
     /// while the operation is in-flight.
@@ -124,13 +145,24 @@ pub(crate) struct WriteVec<T> {
     fd: SharedFd,
 
     pub(crate) buf_vec: T,
+
+    /// io_uring: a socket's gathered write as a vectorized `SEND` (see
+    /// [`crate::utils::detect_vectorized_send`]) instead of `WRITEV`.
+    send: bool,
 }
 
 impl<T: IoVecBuf> Op<WriteVec<T>> {
     pub(crate) fn writev(fd: &SharedFd, buf_vec: T) -> io::Result<Self> {
+        Self::writev_with(fd, buf_vec, false)
+    }
+
+    /// A gathered write; on io_uring a vectorized `SEND` when `send` (sockets only, Linux
+    /// 6.17 or newer).
+    pub(crate) fn writev_with(fd: &SharedFd, buf_vec: T, send: bool) -> io::Result<Self> {
         Op::submit_with(WriteVec {
             fd: fd.clone(),
             buf_vec,
+            send,
         })
     }
 
@@ -139,6 +171,7 @@ impl<T: IoVecBuf> Op<WriteVec<T>> {
         WriteVec {
             fd: fd.clone(),
             buf_vec,
+            send: false,
         }
     }
 
@@ -153,6 +186,9 @@ impl<T: IoVecBuf> OpAble for WriteVec<T> {
     fn uring_op(&mut self) -> io_uring::squeue::Entry {
         let ptr = self.buf_vec.read_iovec_ptr() as *const _;
         let len = self.buf_vec.read_iovec_len() as _;
+        if self.send {
+            return vectorized_send(self.fd.raw_fd(), ptr, len);
+        }
         opcode::Writev::new(types::Fd(self.fd.raw_fd()), ptr, len).build()
     }
 

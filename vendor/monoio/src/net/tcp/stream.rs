@@ -71,6 +71,7 @@ pub struct TcpStream {
     pub(super) fd: SharedFd,
     meta: StreamMeta,
     recv_poll_first: bool,
+    send_vectorized: bool,
 }
 
 /// TcpStream is safe to split to two parts
@@ -90,6 +91,7 @@ impl TcpStream {
             fd,
             meta,
             recv_poll_first: false,
+            send_vectorized: false,
         }
     }
 
@@ -104,6 +106,15 @@ impl TcpStream {
     /// request: the kernel skips a receive that would fail. No effect on the legacy driver.
     pub fn set_recv_poll_first(&mut self, on: bool) {
         self.recv_poll_first = on;
+    }
+
+    /// Gathered writes (`writev`, `cancelable_writev`) on io_uring are a vectorized `SEND`
+    /// (`IORING_SEND_VECTORIZED`, Linux 6.17) instead of a `WRITEV`: the socket's `sendmsg`
+    /// without the file write path. Only where
+    /// [`detect_vectorized_send`](crate::utils::detect_vectorized_send) says the kernel has it;
+    /// no effect on the legacy driver.
+    pub fn set_send_vectorized(&mut self, on: bool) {
+        self.send_vectorized = on;
     }
 
     /// A wait for read readiness (data, end of stream or an error) that owns its operation
@@ -401,7 +412,7 @@ impl AsyncWriteRent for TcpStream {
 
     #[inline]
     fn writev<T: IoVecBuf>(&mut self, buf_vec: T) -> impl Future<Output = BufResult<usize, T>> {
-        let op = Op::writev(&self.fd, buf_vec).unwrap();
+        let op = Op::writev_with(&self.fd, buf_vec, self.send_vectorized).unwrap();
         op.write()
     }
 
@@ -456,7 +467,7 @@ impl CancelableAsyncWriteRent for TcpStream {
             return (Err(operation_canceled()), buf_vec);
         }
 
-        let op = Op::writev(&fd, buf_vec).unwrap();
+        let op = Op::writev_with(&fd, buf_vec, self.send_vectorized).unwrap();
         let _guard = c.associate_op(op.op_canceller());
         op.write().await
     }
