@@ -354,8 +354,9 @@ async fn attempt(
         None => {
             let dial = be.settings.dial_timeout.unwrap_or(w.cfg.timeouts.connect());
             let err = match monoio::time::timeout(dial, TcpStream::connect_addr(addr)).await {
-                Ok(Ok(s)) => {
+                Ok(Ok(mut s)) => {
                     let _ = s.set_nodelay(true);
+                    s.set_send_vectorized(w.send_vectorized);
                     match &server.tls {
                         None => Ok(NetStream::Plain(s)),
                         // The handshake has a connect deadline of its own.

@@ -176,6 +176,9 @@ pub struct Worker {
     /// The first read of an upstream's answer polls first (io_uring on Linux 5.19 or newer):
     /// the answer is never there yet when the read is issued right after the request.
     pub recv_poll_first: bool,
+    /// Gathered writes go to the socket's `sendmsg` directly (a vectorized io_uring `SEND`,
+    /// Linux 6.17 or newer) instead of through the file write path of a `WRITEV`.
+    pub send_vectorized: bool,
     id_seed: u64,
     id_counter: Cell<u64>,
 }
@@ -444,6 +447,8 @@ struct RingInfo {
     driver: Driver,
     /// Receives may set `IORING_RECVSEND_POLL_FIRST` (Linux 5.19).
     recv_poll_first: bool,
+    /// Gathered writes may be vectorized sends (`IORING_SEND_VECTORIZED`, Linux 6.17).
+    send_vectorized: bool,
 }
 
 /// io_uring setup flags a worker asks for.
@@ -478,6 +483,10 @@ fn run_worker(
             let driver = RingInfo {
                 driver: $driver,
                 recv_poll_first: $poll_first,
+                // Probed once per process, with the other newer-kernel features.
+                send_vectorized: $driver == Driver::IoUring
+                    && cfg.ring_fast_flags
+                    && monoio::utils::detect_vectorized_send(),
             };
             rt.block_on(worker_main(
                 id, cfg, routes, sockets, flags, ready, driver, shared,
@@ -563,6 +572,7 @@ async fn worker_main(
     RingInfo {
         driver,
         recv_poll_first,
+        send_vectorized,
     }: RingInfo,
     shared: Arc<WorkerShared>,
 ) {
@@ -609,6 +619,7 @@ async fn worker_main(
         handshakes: Default::default(),
         reclaim: Reclaim::default(),
         recv_poll_first,
+        send_vectorized,
         id_seed: random_seed(id),
         id_counter: Cell::new(0),
     });
@@ -641,7 +652,13 @@ async fn worker_main(
             )));
         }
     }
-    tracing::info!(worker = id, driver = %driver, "worker serving");
+    tracing::info!(
+        worker = id,
+        driver = %driver,
+        poll_first = recv_poll_first,
+        vectorized_send = send_vectorized,
+        "worker serving"
+    );
     let _ = ready.send(Ok(driver));
     drop(ready);
 
@@ -703,14 +720,16 @@ async fn accept_loop(w: Rc<Worker>, listener: Rc<TcpListener>, ctx: Rc<ListenerC
                 // An accept that completed before the cancel took effect still yields its
                 // connection: serve it rather than leak it.
                 canceller.cancel();
-                if let Ok((stream, peer)) = accept.await {
+                if let Ok((mut stream, peer)) = accept.await {
+                    stream.set_send_vectorized(w.send_vectorized);
                     monoio::spawn(serve(w.clone(), stream, peer, ctx.clone()));
                 }
                 break;
             },
         };
         match accepted {
-            Ok((stream, peer)) => {
+            Ok((mut stream, peer)) => {
+                stream.set_send_vectorized(w.send_vectorized);
                 monoio::spawn(serve(w.clone(), stream, peer, ctx.clone()));
             }
             Err(e) => {
