@@ -643,7 +643,8 @@ def main():
     finally:
         lab.stop_all()
         lab.remove_namespaces()
-        if args.keep or not results:
+        # a scenario short of its figure keeps its logs, so a failure seen once can be read
+        if args.keep or not results or any(r["problems"] for r in results):
             print(f"mesh lab: logs and call records kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
