@@ -605,10 +605,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/ringway"))
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench/results/mesh"))
+    ap.add_argument("--out", help="report directory (default: bench/results/mesh for a full "
+                    "run of every scenario, bench/.run/mesh otherwise, so a partial or quick "
+                    "run never replaces the recorded figures)")
     ap.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, call records)")
     args = ap.parse_args()
+    if args.out is None:
+        partial = args.quick or args.scenario
+        args.out = os.path.join(ROOT, "bench/.run/mesh" if partial else "bench/results/mesh")
     if os.geteuid() != 0:
         raise SystemExit("mesh lab: needs root (it creates network namespaces)")
     for tool, package in (("ip", "iproute2"), ("etcd", "etcd-server"), ("nft", "nftables")):
