@@ -127,11 +127,12 @@ const UNKNOWN_PEER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
 /// arguments twice in every connection's task).
 pub fn serve(
     w: Rc<Worker>,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     listener: Rc<ListenerCtx>,
 ) -> impl std::future::Future<Output = ()> {
     let trusted_hop = listener.trusts(peer.ip());
+    tcp.set_send_vectorized(w.send_vectorized);
     let mut resumed = false;
     // The only copy of the connection's socket in the task (a second one, even moved out,
     // would keep its room in every connection's task).

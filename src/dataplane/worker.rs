@@ -720,16 +720,14 @@ async fn accept_loop(w: Rc<Worker>, listener: Rc<TcpListener>, ctx: Rc<ListenerC
                 // An accept that completed before the cancel took effect still yields its
                 // connection: serve it rather than leak it.
                 canceller.cancel();
-                if let Ok((mut stream, peer)) = accept.await {
-                    stream.set_send_vectorized(w.send_vectorized);
+                if let Ok((stream, peer)) = accept.await {
                     monoio::spawn(serve(w.clone(), stream, peer, ctx.clone()));
                 }
                 break;
             },
         };
         match accepted {
-            Ok((mut stream, peer)) => {
-                stream.set_send_vectorized(w.send_vectorized);
+            Ok((stream, peer)) => {
                 monoio::spawn(serve(w.clone(), stream, peer, ctx.clone()));
             }
             Err(e) => {

@@ -6,6 +6,7 @@ use super::super::net_stream::NetStream;
 use super::super::upstream::Watch;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::PendingRead;
 
 use super::super::conn::{Conn, Next};
 use super::super::error::ProxyError;
@@ -22,8 +23,9 @@ use crate::http::{
 use crate::route::Backend;
 
 /// Read one response head from the upstream into `ubuf`, passing interim (1xx) responses on.
-/// A pooled connection's armed receive (`watch`) is the first read, and its buffer becomes
-/// `ubuf`. A failure means the request went out: the upstream may have acted on it.
+/// A pooled connection's armed receive is the first read, and its buffer becomes `ubuf`
+/// (empty until then). A failure means the request went out: the upstream may have acted on
+/// it.
 #[allow(clippy::too_many_arguments)]
 async fn read_response_head(
     c: &mut Conn,
@@ -31,7 +33,7 @@ async fn read_response_head(
     head: &RequestHead,
     be: &Backend,
     up: &mut NetStream,
-    watch: &mut Option<Watch>,
+    armed: Option<PendingRead<Vec<u8>>>,
     ubuf: &mut Vec<u8>,
     reused: bool,
 ) -> Result<ResponseHead, Outcome> {
@@ -48,14 +50,11 @@ async fn read_response_head(
     };
     let mut scanned = 0;
     let mut got_any = false;
-    if let Some(Watch::Recv(_)) = watch {
-        let Some(Watch::Recv(armed)) = watch.take() else {
-            unreachable!()
-        };
+    if let Some(armed) = armed {
         let Some((res, back)) = w.timed(read_timeout, armed).await else {
             return failed(ProxyError::UpstreamTimeout);
         };
-        w.give_buf(std::mem::replace(ubuf, back));
+        *ubuf = back;
         got_any = read_succeeded(res, got_any, reused)?;
     }
     // The answer cannot be there yet when its first read is issued, right after the request:
@@ -163,12 +162,16 @@ pub(super) async fn relay_response(
     gate: &RetryGate<'_>,
 ) -> Outcome {
     let Target { be, server, .. } = target;
-    // An armed receive brings its own buffer.
-    let mut ubuf = match d.watch {
-        Some(Watch::Recv(_)) => Vec::new(),
-        _ => w.bufs.take(),
+    // An armed receive is the answer's first read and brings its own buffer; a poll goes
+    // back to the pool with the connection.
+    let (armed, mut ubuf) = match d.watch.take() {
+        Some(Watch::Recv(armed)) => (Some(armed), Vec::new()),
+        poll => {
+            d.watch = poll;
+            (None, w.bufs.take())
+        }
     };
-    let answer = read_response_head(c, w, head, be, &mut up, &mut d.watch, &mut ubuf, d.reused);
+    let answer = read_response_head(c, w, head, be, &mut up, armed, &mut ubuf, d.reused);
     let rh = match answer.await {
         Ok(rh) => rh,
         Err(o) => {
