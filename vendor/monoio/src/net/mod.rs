@@ -10,6 +10,8 @@ pub mod unix;
 pub use listener_config::ListenerOpts;
 #[deprecated(since = "0.2.0", note = "use ListenerOpts")]
 pub use listener_config::ListenerOpts as ListenerConfig;
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+pub use crate::driver::{BufRing, MultiRecv, RecvChunk};
 pub use tcp::{PendingRead, ReadReady, TcpConnectOpts, TcpListener, TcpStream};
 #[cfg(unix)]
 pub use unix::{Pipe, UnixDatagram, UnixListener, UnixStream};

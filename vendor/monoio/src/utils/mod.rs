@@ -12,7 +12,7 @@ mod rand;
 pub use rand::thread_rng_n;
 pub use uring_detect::detect_uring;
 #[cfg(all(target_os = "linux", feature = "iouring"))]
-pub use uring_detect::detect_vectorized_send;
+pub use uring_detect::{detect_multishot_recv, detect_vectorized_send};
 
 pub use crate::driver::op::is_legacy;
 

@@ -22,6 +22,10 @@ pub(crate) enum Lifecycle {
 
     /// The operation has completed.
     Completed(io::Result<u32>, u32),
+
+    /// A multishot operation: one submission, a completion per event until one comes without
+    /// `IORING_CQE_F_MORE` (see [`super::multishot`]).
+    Multi(Box<super::multishot::MultiState>),
 }
 
 impl<'a> Ref<'a, Lifecycle> {
@@ -42,6 +46,11 @@ impl<'a> Ref<'a, Lifecycle> {
             }
             Lifecycle::Ignored(..) => {
                 self.remove();
+            }
+            Lifecycle::Multi(m) => {
+                if m.complete(result, flags) {
+                    self.remove();
+                }
             }
             Lifecycle::Completed(..) => unsafe { std::hint::unreachable_unchecked() },
         }
@@ -86,7 +95,9 @@ impl<'a> Ref<'a, Lifecycle> {
             Lifecycle::Completed(..) => {
                 self.remove();
             }
-            Lifecycle::Ignored(..) => unsafe { std::hint::unreachable_unchecked() },
+            Lifecycle::Ignored(..) | Lifecycle::Multi(..) => unsafe {
+                std::hint::unreachable_unchecked()
+            },
         }
         true
     }

@@ -25,6 +25,7 @@ use super::{
 use crate::utils::slab::Slab;
 
 mod lifecycle;
+pub(crate) mod multishot;
 #[cfg(feature = "sync")]
 mod waker;
 #[cfg(feature = "sync")]

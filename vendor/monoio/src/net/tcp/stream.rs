@@ -137,6 +137,17 @@ impl TcpStream {
         Op::recv_with(self.fd.clone(), buf, poll_first).map(PendingRead)
     }
 
+    /// A multishot receive into buffers of `ring` (io_uring only, Linux 6.0 or newer): one
+    /// submission, then the bytes as they arrive, until end of stream or an error. While it is
+    /// armed, read the stream no other way. See [`MultiRecv`](crate::net::MultiRecv).
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub fn recv_multishot(
+        &self,
+        ring: &std::rc::Rc<crate::net::BufRing>,
+    ) -> io::Result<crate::net::MultiRecv> {
+        crate::driver::MultiRecv::submit(&self.fd, ring)
+    }
+
     /// Open a TCP connection to a remote host.
     /// Note: This function may block the current thread while resolution is
     /// performed.
