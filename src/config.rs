@@ -104,7 +104,8 @@ pub struct NodeConfig {
     pub ring_entries: u32,
     /// io_uring `COOP_TASKRUN` + `SINGLE_ISSUER` (+ `DEFER_TASKRUN`): fewer interrupts and
     /// cheaper completions; needs Linux 6.1. Default `true` (falls back when refused). Also
-    /// enables, where the kernel has them, receives that poll first (5.19) and gathered
+    /// enables, where the kernel has them, receives that poll first (5.19), keep-alive
+    /// clients' requests through multishot receives into a buffer ring (6.0) and gathered
     /// writes as vectorized sends (6.17).
     pub ring_fast_flags: bool,
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT. Default 30.

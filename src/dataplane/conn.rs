@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent};
-use monoio::net::{ReadReady, TcpStream};
+use monoio::net::{MultiRecv, ReadReady, RecvChunk, TcpStream};
 
 use super::buffers::Scratch;
 use super::error::{FallbackAnswer, ProxyError};
@@ -72,6 +72,13 @@ pub struct Conn {
     /// Cancels the hot idle read; one per spell, so a busy connection's requests allocate
     /// none (a canceller's registration set keeps its capacity).
     canceller: monoio::io::Canceller,
+    /// A multishot receive armed on a keep-alive client (plain TCP on io_uring): the next
+    /// requests arrive through it, with no submission per request. While it is armed, bytes
+    /// are read from it only; it is ended before anything else reads the socket (a body, a
+    /// tunnel) and before the connection goes cold.
+    multi: Option<MultiRecv>,
+    /// A response on this connection kept it open: the client is a keep-alive one.
+    kept_alive: bool,
 }
 
 /// An IP address as text in a fixed inline buffer (the longest IPv6 text is 45 bytes).
@@ -115,6 +122,10 @@ enum SpellEnd {
     /// `connlimit` slots until the tunnel ends.
     Tunnel(NetStream, Option<crate::throttle::Admission>),
 }
+
+/// Buffers of the worker's receive ring left to connections already armed: a connection arms
+/// a multishot receive only while more than these are free.
+const MULTISHOT_RESERVE: u32 = 16;
 
 /// Stands in for a peer address the socket cannot give (never expected after accept).
 const UNKNOWN_PEER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -266,6 +277,18 @@ impl Future for ColdWait<'_> {
     }
 }
 
+/// The next bytes (or the end) of a multishot receive. Holds no operation of its own:
+/// dropping it loses nothing, the bytes wait in the receive's queue.
+struct NextChunk<'a>(&'a mut MultiRecv);
+
+impl Future for NextChunk<'_> {
+    type Output = std::io::Result<Option<RecvChunk>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.poll_recv(cx)
+    }
+}
+
 /// Half-close, then read and discard what the client still sends (up to a second), as nginx's
 /// `lingering_close`: closing with unread bytes would send a reset that can destroy the error
 /// response before the client reads it.
@@ -329,6 +352,8 @@ impl Conn {
             upgrade_offer: Vec::new(),
             rec: RequestRecord::default(),
             canceller: monoio::io::Canceller::new(),
+            multi: None,
+            kept_alive: false,
         }
     }
 
@@ -348,6 +373,9 @@ impl Conn {
                 }
             };
             resumed = false;
+            if self.multi.is_some() && self.reads_past_head(&head) {
+                self.end_multishot().await;
+            }
             self.begin_request(w, Some(&head));
             // The exchange's state lives in its own allocation for the length of the request
             // (recycled by the allocator's thread-local free list), so an idle connection's
@@ -360,7 +388,10 @@ impl Conn {
             match next {
                 // A response that promised keep-alive is honoured while draining: the next
                 // request is still served (with `Connection: close`); only shutdown cuts it.
-                Next::KeepAlive if !w.shutdown.fired() => self.release_idle_buffer(w),
+                Next::KeepAlive if !w.shutdown.fired() => {
+                    self.kept_alive = true;
+                    self.release_idle_buffer(w)
+                }
                 Next::KeepAlive | Next::Close => return SpellEnd::Close,
                 Next::Tunnel(up) => return SpellEnd::Tunnel(up, self.tunnel_admission.take()),
             }
@@ -401,6 +432,38 @@ impl Conn {
         if self.rbuf.capacity() == 0 {
             self.rbuf = Vec::with_capacity(w.cfg.idle_buffer_bytes);
         }
+        if self.multi.is_none() && self.kept_alive {
+            self.arm_multishot(w);
+        }
+        if let Some(m) = self.multi.as_mut() {
+            let got = monoio::select! {
+                r = NextChunk(m) => Some(r),
+                _ = w.idle_timers.until(deadline - keepalive + hot) => None,
+                _ = w.shutdown.wait() => return Awaited::Close,
+            };
+            match got {
+                Some(Ok(Some(chunk))) => {
+                    self.take_chunk(&chunk);
+                    return Awaited::Bytes;
+                }
+                Some(Ok(None)) => return Awaited::Close,
+                // The ring had no buffer left: this wait reads into the connection's buffer.
+                Some(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => self.multi = None,
+                Some(Err(_)) => return Awaited::Close,
+                None => {
+                    // Going cold: end the receive, keeping what it got before that took effect.
+                    let got = self.rbuf.len();
+                    let eof = self.end_multishot().await;
+                    if self.rbuf.len() > got {
+                        return Awaited::Bytes;
+                    }
+                    if eof || hot >= keepalive {
+                        return Awaited::Close;
+                    }
+                    return Awaited::Cold(deadline);
+                }
+            }
+        }
         let buf = std::mem::take(&mut self.rbuf);
         let cap = buf.capacity();
         let (cancelled, (res, back)) = {
@@ -435,6 +498,57 @@ impl Conn {
             return Awaited::Close;
         }
         Awaited::Cold(deadline)
+    }
+
+    /// Arm a multishot receive for the next requests, where the worker has a buffer ring with
+    /// room and the connection is plain TCP.
+    fn arm_multishot(&mut self, w: &Worker) {
+        if let (Some(ring), Some(tcp)) = (&w.recv_ring, self.stream.plain()) {
+            // Leave the last buffers to connections whose receive is armed already.
+            if ring.available() >= MULTISHOT_RESERVE {
+                self.multi = tcp.recv_multishot(ring).ok();
+            }
+        }
+    }
+
+    /// Bytes a multishot receive delivered join the request buffer (and the buffer goes back
+    /// to the ring).
+    fn take_chunk(&mut self, chunk: &RecvChunk) {
+        self.rbuf.extend_from_slice(chunk);
+        self.rec.rx += chunk.len() as u64;
+        // The kernel may end a receive with bytes (its completion queue was full): the next
+        // wait arms a new one.
+        if self.multi.as_ref().is_some_and(MultiRecv::is_ended) {
+            self.multi = None;
+        }
+    }
+
+    /// End the multishot receive, if one is armed, and wait until it has: what it received
+    /// before the cancellation took effect is appended to `rbuf`, in order, so the socket can
+    /// be read directly afterwards. True when the client's end of stream came through it.
+    async fn end_multishot(&mut self) -> bool {
+        let Some(mut m) = self.multi.take() else {
+            return false;
+        };
+        m.cancel();
+        loop {
+            match NextChunk(&mut m).await {
+                Ok(Some(chunk)) => self.take_chunk(&chunk),
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Whether the request in `rbuf` has bytes still to come that its exchange reads from
+    /// the socket itself: a body not wholly received yet, or a protocol switch.
+    fn reads_past_head(&self, head: &RequestHead) -> bool {
+        head.upgrade
+            || match head.framing {
+                BodyFraming::Empty => false,
+                BodyFraming::Length(n) => ((self.rbuf.len() - head.head_len) as u64) < n,
+                _ => true,
+            }
     }
 
     /// Between requests, keep only a small buffer (or none bigger than needed for pipelined
@@ -486,11 +600,24 @@ impl Conn {
                 }
                 self.rbuf.reserve_exact(want - self.rbuf.len());
             }
+            let until = deadline.unwrap_or_else(|| w.idle_timers.now() + header_timeout);
+            if let Some(m) = self.multi.as_mut() {
+                let got = monoio::select! {
+                    r = NextChunk(m) => r,
+                    _ = w.idle_timers.until(until) => return Err(ProxyError::ClientTimeout),
+                };
+                match got {
+                    Ok(Some(chunk)) => self.take_chunk(&chunk),
+                    // The ring had no buffer left: read into the request buffer instead.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => self.multi = None,
+                    Ok(None) | Err(_) => return Err(ProxyError::ClientGone),
+                }
+                continue;
+            }
             let buf = std::mem::take(&mut self.rbuf);
             let len = buf.len();
             let cap = buf.capacity();
             let read = self.stream.read(buf.slice_mut(len..cap));
-            let until = deadline.unwrap_or_else(|| w.idle_timers.now() + header_timeout);
             // The header deadline rides on the ticker's coarse timers: a monoio timer here
             // would make every connection's task hundreds of bytes larger.
             let (res, back) = monoio::select! {
@@ -781,5 +908,124 @@ mod tests {
         // what a request needs belongs in the spell's allocation. (200 bytes with Rust 1.95.)
         let size = returned_size(&serve);
         assert!(size <= 224, "a connection's task grew to {size} bytes");
+    }
+
+    /// A connected pair on loopback: ours on the runtime, theirs a plain blocking socket.
+    async fn pair() -> (TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect_addr(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        (ours, listener.accept().unwrap().0)
+    }
+
+    async fn next(m: &mut MultiRecv) -> std::io::Result<Option<RecvChunk>> {
+        std::future::poll_fn(|cx| m.poll_recv(cx)).await
+    }
+
+    /// Give the ring a turn, so completions the kernel has for us are taken in.
+    async fn settle() {
+        monoio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+
+    fn on_uring(f: impl std::future::Future<Output = ()>) {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("an io_uring runtime")
+            .block_on(f);
+    }
+
+    #[test]
+    fn a_multishot_receive_yields_every_write_in_order_then_the_end_and_gives_buffers_back() {
+        if !monoio::utils::detect_multishot_recv() {
+            return; // Linux 6.0 or newer
+        }
+        on_uring(async {
+            use std::io::Write;
+            let ring = monoio::net::BufRing::new(8, 64).unwrap();
+            let (ours, mut theirs) = pair().await;
+            let mut m = ours.recv_multishot(&ring).unwrap();
+            let sent: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+            let mut got = Vec::new();
+            for piece in sent.chunks(100) {
+                theirs.write_all(piece).unwrap();
+                let want = got.len() + piece.len();
+                while got.len() < want {
+                    let chunk = next(&mut m).await.unwrap().expect("bytes, not the end");
+                    assert!(chunk.len() <= 64, "a chunk fits its buffer");
+                    got.extend_from_slice(&chunk);
+                }
+            }
+            assert_eq!(got, sent);
+            drop(theirs);
+            assert!(next(&mut m).await.unwrap().is_none(), "then the end");
+            assert!(m.is_ended());
+            assert_eq!(ring.available(), 8, "every buffer is back in the ring");
+        });
+    }
+
+    #[test]
+    fn an_empty_ring_ends_the_receive_and_the_bytes_wait_in_the_socket() {
+        if !monoio::utils::detect_multishot_recv() {
+            return;
+        }
+        on_uring(async {
+            use std::io::Write;
+            let ring = monoio::net::BufRing::new(2, 16).unwrap();
+            let (mut ours, mut theirs) = pair().await;
+            let mut m = ours.recv_multishot(&ring).unwrap();
+            let sent: Vec<u8> = (0..100u8).collect();
+            theirs.write_all(&sent).unwrap();
+            // Two buffers held: the third receive finds the ring empty.
+            let a = next(&mut m).await.unwrap().unwrap();
+            let b = next(&mut m).await.unwrap().unwrap();
+            let err = next(&mut m).await.err().expect("the ring ran dry");
+            assert_eq!(err.raw_os_error(), Some(libc::ENOBUFS), "{err}");
+            assert!(m.is_ended());
+            let mut got = [&a[..], &b[..]].concat();
+            drop((a, b));
+            assert_eq!(ring.available(), 2);
+            // Nothing was lost: the rest is read from the socket directly.
+            while got.len() < sent.len() {
+                let (n, buf) = ours.read(Vec::with_capacity(256)).await;
+                assert!(n.unwrap() > 0);
+                got.extend_from_slice(&buf);
+            }
+            assert_eq!(got, sent);
+        });
+    }
+
+    #[test]
+    fn a_cancelled_receive_still_yields_what_it_got_and_the_socket_reads_on() {
+        if !monoio::utils::detect_multishot_recv() {
+            return;
+        }
+        on_uring(async {
+            use std::io::Write;
+            let ring = monoio::net::BufRing::new(4, 64).unwrap();
+            let (mut ours, mut theirs) = pair().await;
+            let mut m = ours.recv_multishot(&ring).unwrap();
+            theirs.write_all(b"abc").unwrap();
+            settle().await;
+            m.cancel();
+            assert_eq!(&next(&mut m).await.unwrap().unwrap()[..], b"abc");
+            let end = next(&mut m).await.err().expect("then the cancellation");
+            assert_eq!(end.raw_os_error(), Some(libc::ECANCELED), "{end}");
+            theirs.write_all(b"def").unwrap();
+            let (n, buf) = ours.read(Vec::with_capacity(16)).await;
+            assert_eq!(n.unwrap(), 3);
+            assert_eq!(buf, b"def");
+
+            // Dropped with bytes nobody took: its buffers go back to the ring.
+            let m = ours.recv_multishot(&ring).unwrap();
+            theirs.write_all(b"ghi").unwrap();
+            settle().await;
+            assert_eq!(ring.available(), 3, "one buffer holds the unread bytes");
+            drop(m);
+            assert_eq!(ring.available(), 4);
+            settle().await;
+            assert_eq!(ring.available(), 4);
+        });
     }
 }

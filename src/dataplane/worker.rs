@@ -179,6 +179,9 @@ pub struct Worker {
     /// Gathered writes go to the socket's `sendmsg` directly (a vectorized io_uring `SEND`,
     /// Linux 6.17 or newer) instead of through the file write path of a `WRITEV`.
     pub send_vectorized: bool,
+    /// Buffers the kernel receives keep-alive clients' requests into, for connections that
+    /// wait for their next request on a multishot receive (io_uring, Linux 6.0 or newer).
+    pub recv_ring: Option<Rc<monoio::net::BufRing>>,
     id_seed: u64,
     id_counter: Cell<u64>,
 }
@@ -449,6 +452,9 @@ struct RingInfo {
     recv_poll_first: bool,
     /// Gathered writes may be vectorized sends (`IORING_SEND_VECTORIZED`, Linux 6.17).
     send_vectorized: bool,
+    /// Keep-alive clients' requests may come through multishot receives into a provided-buffer
+    /// ring (Linux 6.0).
+    multishot_recv: bool,
 }
 
 /// io_uring setup flags a worker asks for.
@@ -487,6 +493,9 @@ fn run_worker(
                 send_vectorized: $driver == Driver::IoUring
                     && cfg.ring_fast_flags
                     && monoio::utils::detect_vectorized_send(),
+                multishot_recv: $driver == Driver::IoUring
+                    && cfg.ring_fast_flags
+                    && monoio::utils::detect_multishot_recv(),
             };
             rt.block_on(worker_main(
                 id, cfg, routes, sockets, flags, ready, driver, shared,
@@ -573,6 +582,7 @@ async fn worker_main(
         driver,
         recv_poll_first,
         send_vectorized,
+        multishot_recv,
     }: RingInfo,
     shared: Arc<WorkerShared>,
 ) {
@@ -586,6 +596,20 @@ async fn worker_main(
     let stats = WorkerStats::new(shared);
     stats.set_driver(driver);
     let table = Rc::new(routes.load());
+    let recv_ring = if multishot_recv {
+        match monoio::net::BufRing::new(RECV_RING_BUFFERS, RECV_RING_BUFFER_BYTES) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(
+                    worker = id,
+                    "no receive buffer ring, one receive per request: {e}"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     let w = Rc::new(Worker {
         id,
         // Pools keep what steady load reuses; a burst beyond it allocates and frees, so a
@@ -620,6 +644,7 @@ async fn worker_main(
         reclaim: Reclaim::default(),
         recv_poll_first,
         send_vectorized,
+        recv_ring,
         id_seed: random_seed(id),
         id_counter: Cell::new(0),
     });
@@ -657,6 +682,7 @@ async fn worker_main(
         driver = %driver,
         poll_first = recv_poll_first,
         vectorized_send = send_vectorized,
+        multishot_recv = w.recv_ring.is_some(),
         "worker serving"
     );
     let _ = ready.send(Ok(driver));
@@ -704,6 +730,13 @@ async fn worker_main(
     }
     w.access_log.flush();
 }
+
+/// The receive buffer ring of a worker: 128 buffers of 4 KiB (512 KiB, touched as used). A
+/// keep-alive client's request lands in one and is copied into the connection's own buffer
+/// at once, so a buffer is out of the ring only between a completion and the task that takes
+/// it; a connection that finds the ring empty reads into its own buffer instead.
+const RECV_RING_BUFFERS: u16 = 128;
+const RECV_RING_BUFFER_BYTES: u32 = 4096;
 
 /// Accept operations kept pending per listener and worker.
 const ACCEPTS_IN_FLIGHT: usize = 4;

@@ -18,6 +18,7 @@ mod hostile_upstream;
 mod lifecycle;
 mod limits;
 mod memory;
+mod multishot;
 #[allow(dead_code)]
 mod origin;
 mod proxy;
