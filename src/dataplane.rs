@@ -16,7 +16,6 @@ mod net_stream;
 mod pipes;
 mod reclaim;
 mod record;
-mod recv_ring;
 mod respond;
 mod rewrite;
 mod shutdown;

@@ -19,7 +19,6 @@ use super::idle_timers::IdleTimer;
 use super::listener::ListenerCtx;
 use super::net_stream::NetStream;
 use super::record::RequestRecord;
-use super::recv_ring::{self, NextChunk};
 use super::respond::{error_response, error_response_with, fallback_response};
 use super::shutdown::Wait;
 use super::view::RequestView;
@@ -123,6 +122,10 @@ enum SpellEnd {
     /// `connlimit` slots until the tunnel ends.
     Tunnel(NetStream, Option<crate::throttle::Admission>),
 }
+
+/// Buffers of the worker's receive ring left to connections already armed: a connection arms
+/// a multishot receive only while more than these are free.
+const MULTISHOT_RESERVE: u32 = 16;
 
 /// Stands in for a peer address the socket cannot give (never expected after accept).
 const UNKNOWN_PEER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -271,6 +274,18 @@ impl Future for ColdWait<'_> {
             return Poll::Ready(false);
         }
         Poll::Pending
+    }
+}
+
+/// The next bytes (or the end) of a multishot receive. Holds no operation of its own:
+/// dropping it loses nothing, the bytes wait in the receive's queue.
+struct NextChunk<'a>(&'a mut MultiRecv);
+
+impl Future for NextChunk<'_> {
+    type Output = std::io::Result<Option<RecvChunk>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.poll_recv(cx)
     }
 }
 
@@ -433,7 +448,7 @@ impl Conn {
                 }
                 Some(Ok(None)) => return Awaited::Close,
                 // The ring had no buffer left: this wait reads into the connection's buffer.
-                Some(Err(e)) if recv_ring::ring_ran_dry(&e) => self.multi = None,
+                Some(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => self.multi = None,
                 Some(Err(_)) => return Awaited::Close,
                 None => {
                     // Going cold: end the receive, keeping what it got before that took effect.
@@ -489,7 +504,10 @@ impl Conn {
     /// room and the connection is plain TCP.
     fn arm_multishot(&mut self, w: &Worker) {
         if let (Some(ring), Some(tcp)) = (&w.recv_ring, self.stream.plain()) {
-            self.multi = recv_ring::arm(ring, tcp);
+            // Leave the last buffers to connections whose receive is armed already.
+            if ring.available() >= MULTISHOT_RESERVE {
+                self.multi = tcp.recv_multishot(ring).ok();
+            }
         }
     }
 
@@ -509,12 +527,17 @@ impl Conn {
     /// before the cancellation took effect is appended to `rbuf`, in order, so the socket can
     /// be read directly afterwards. True when the client's end of stream came through it.
     async fn end_multishot(&mut self) -> bool {
-        let Some(m) = self.multi.take() else {
+        let Some(mut m) = self.multi.take() else {
             return false;
         };
-        let (n, eof) = recv_ring::finish(m, &mut self.rbuf).await;
-        self.rec.rx += n as u64;
-        eof
+        m.cancel();
+        loop {
+            match NextChunk(&mut m).await {
+                Ok(Some(chunk)) => self.take_chunk(&chunk),
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
     }
 
     /// Whether the request in `rbuf` has bytes still to come that its exchange reads from
@@ -586,7 +609,7 @@ impl Conn {
                 match got {
                     Ok(Some(chunk)) => self.take_chunk(&chunk),
                     // The ring had no buffer left: read into the request buffer instead.
-                    Err(e) if recv_ring::ring_ran_dry(&e) => self.multi = None,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => self.multi = None,
                     Ok(None) | Err(_) => return Err(ProxyError::ClientGone),
                 }
                 continue;

@@ -9,9 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, RawWaker, RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
 
-use std::rc::Rc;
-
-use monoio::net::{BufRing, MultiRecv, PendingRead, ReadReady, TcpStream};
+use monoio::net::{PendingRead, ReadReady, TcpStream};
 
 use super::net_stream::NetStream;
 
@@ -75,10 +73,6 @@ pub enum Watch {
     /// A readiness poll (TLS connections, whose bytes belong to the TLS layer; or when no
     /// buffer was lent).
     Poll(ReadReady),
-    /// A multishot receive into the worker's buffer ring (plain TCP, Linux 6.0 or newer): armed
-    /// once, it stays with the connection across its exchanges, and every answer arrives
-    /// through it without a submission of its own (see [`super::recv_ring`]).
-    Multi(MultiRecv),
 }
 
 impl Watch {
@@ -90,8 +84,6 @@ impl Watch {
         match self {
             Watch::Recv(read) => Pin::new(read).poll(&mut cx).is_ready(),
             Watch::Poll(ready) => Pin::new(ready).poll(&mut cx).is_ready(),
-            // Bytes, the end or an error: whatever it yields, the connection is not quiet.
-            Watch::Multi(m) => m.is_ended() || m.poll_recv(&mut cx).is_ready(),
         }
     }
 }
@@ -131,9 +123,6 @@ pub struct Upstreams {
     poll_first: bool,
     /// Pooled connections holding a lent buffer (bounded by [`MAX_LENT`]).
     lent: Cell<usize>,
-    /// The worker's receive buffer ring: plain-TCP connections are watched by a multishot
-    /// receive into it, where the kernel has them.
-    recv_ring: Option<Rc<BufRing>>,
 }
 
 impl Upstreams {
@@ -148,7 +137,6 @@ impl Upstreams {
             watch_idle: false,
             poll_first: false,
             lent: Cell::new(0),
-            recv_ring: None,
         }
     }
 
@@ -157,13 +145,6 @@ impl Upstreams {
     pub fn watching_idle(mut self, on: bool, poll_first: bool) -> Upstreams {
         self.watch_idle = on;
         self.poll_first = poll_first;
-        self
-    }
-
-    /// Watch plain-TCP connections with a multishot receive into `ring` (io_uring on Linux
-    /// 6.0 or newer), which stays armed across the connection's exchanges.
-    pub fn receiving_into(mut self, ring: Option<Rc<BufRing>>) -> Upstreams {
-        self.recv_ring = ring;
         self
     }
 
@@ -214,6 +195,8 @@ impl Upstreams {
         max_idle: Option<usize>,
         now: Instant,
     ) -> Option<Vec<u8>> {
+        // Normally completed by the answer; one still pending is cancelled.
+        drop(last_watch);
         let cap = max_idle.unwrap_or(self.settings.max_idle_per_server);
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
@@ -223,15 +206,7 @@ impl Upstreams {
             }
             self.release(&list.remove(0));
         }
-        let (watch, spare) = match last_watch {
-            // A multishot receive stays armed: nothing to submit for the next answer.
-            Some(Watch::Multi(m)) if !m.is_ended() => (Some(Watch::Multi(m)), buf),
-            // Normally completed by the answer; one still pending is cancelled.
-            last => {
-                drop(last);
-                self.arm(&stream, buf)
-            }
-        };
+        let (watch, spare) = self.arm(&stream, buf);
         list.push(Idle {
             stream,
             since: now,
@@ -245,11 +220,6 @@ impl Upstreams {
     fn arm(&self, stream: &NetStream, buf: Option<Vec<u8>>) -> (Option<Watch>, Option<Vec<u8>>) {
         if !self.watch_idle {
             return (None, buf);
-        }
-        if let (Some(ring), NetStream::Plain(tcp)) = (&self.recv_ring, stream) {
-            if let Some(m) = super::recv_ring::arm(ring, tcp) {
-                return (Some(Watch::Multi(m)), buf);
-            }
         }
         match (stream, buf) {
             (NetStream::Plain(tcp), Some(mut buf)) if self.lent.get() < MAX_LENT => {
@@ -361,74 +331,6 @@ mod tests {
             assert_eq!(ups.lent.get(), 1);
             ups.forget(addr);
             assert_eq!(ups.lent.get(), 0);
-        });
-    }
-
-    #[test]
-    fn with_a_buffer_ring_pooled_connections_keep_one_multishot_receive_across_exchanges() {
-        if !monoio::utils::detect_multishot_recv() {
-            return; // Linux 6.0 or newer
-        }
-        io_uring(async {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let ring = monoio::net::BufRing::new(32, 256).unwrap();
-            let ups = upstreams(true).receiving_into(Some(ring.clone()));
-            let now = Instant::now();
-            let (ours, mut quiet) = pair(&listener).await;
-            let spare = ups.put(addr, ours, None, Some(Vec::with_capacity(64)), None, now);
-            assert!(spare.is_some(), "a multishot receive needs no lent buffer");
-            assert_eq!(ups.lent.get(), 0);
-            let (ours, mut chatty) = pair(&listener).await;
-            ups.put(addr, ours, None, None, None, now);
-
-            // Unsolicited bytes on the newest connection: it is not reused.
-            chatty.write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
-            monoio::time::sleep(Duration::from_millis(50)).await;
-            let (up, watch) = ups.take(addr, false, None, Instant::now()).expect("pooled");
-            assert!(ups.take(addr, false, None, Instant::now()).is_none());
-            let Some(Watch::Multi(mut m)) = watch else {
-                panic!("no multishot receive on a pooled plain connection")
-            };
-
-            // The answer arrives through it; back in the pool it stays armed, the same one.
-            quiet.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
-            let chunk = std::future::poll_fn(|cx| m.poll_recv(cx))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(&chunk[..], b"HTTP/1.1 204 No Content\r\n\r\n");
-            drop(chunk);
-            assert_eq!(ring.available(), 32);
-            ups.put(addr, up, Some(Watch::Multi(m)), None, None, now);
-            let (up, watch) = ups.take(addr, false, None, Instant::now()).expect("pooled");
-            let Some(Watch::Multi(mut m)) = watch else {
-                panic!("the multishot receive went back to the pool with the connection")
-            };
-            quiet.write_all(b"again").unwrap();
-            let chunk = std::future::poll_fn(|cx| m.poll_recv(cx))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(
-                &chunk[..],
-                b"again",
-                "still armed: no bytes lost between exchanges"
-            );
-            drop(chunk);
-
-            // A server that closes its side: the sweep drops that connection, not the other.
-            ups.put(addr, up, Some(Watch::Multi(m)), None, None, now);
-            let (ours, theirs) = pair(&listener).await;
-            ups.put(addr, ours, None, None, None, now);
-            drop(theirs);
-            monoio::time::sleep(Duration::from_millis(50)).await;
-            ups.sweep();
-            let (_, watch) = ups
-                .take(addr, false, None, Instant::now())
-                .expect("the quiet one");
-            assert!(matches!(watch, Some(Watch::Multi(_))));
-            assert!(ups.take(addr, false, None, Instant::now()).is_none());
         });
     }
 

@@ -3,11 +3,10 @@
 //! is large and length-framed); or the switch to a tunnel after a 101.
 
 use super::super::net_stream::NetStream;
-use super::super::recv_ring::{self, NextChunk};
 use super::super::upstream::Watch;
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::{MultiRecv, PendingRead};
+use monoio::net::PendingRead;
 
 use super::super::conn::{Conn, Next};
 use super::super::error::ProxyError;
@@ -25,8 +24,8 @@ use crate::route::Backend;
 
 /// Read one response head from the upstream into `ubuf`, passing interim (1xx) responses on.
 /// A pooled connection's armed receive is the first read, and its buffer becomes `ubuf`
-/// (empty until then); a multishot receive armed on it delivers every read (until the ring
-/// runs dry). A failure means the request went out: the upstream may have acted on it.
+/// (empty until then). A failure means the request went out: the upstream may have acted on
+/// it.
 #[allow(clippy::too_many_arguments)]
 async fn read_response_head(
     c: &mut Conn,
@@ -35,7 +34,6 @@ async fn read_response_head(
     be: &Backend,
     up: &mut NetStream,
     armed: Option<PendingRead<Vec<u8>>>,
-    multi: &mut Option<MultiRecv>,
     ubuf: &mut Vec<u8>,
     reused: bool,
 ) -> Result<ResponseHead, Outcome> {
@@ -106,29 +104,6 @@ async fn read_response_head(
             }
             ubuf.reserve_exact(want - ubuf.len());
         }
-        if let Some(m) = multi.as_mut() {
-            let Some(got) = w.timed(read_timeout, NextChunk(m)).await else {
-                return failed(ProxyError::UpstreamTimeout);
-            };
-            let res = match got {
-                Ok(Some(chunk)) => {
-                    ubuf.extend_from_slice(&chunk);
-                    Ok(chunk.len())
-                }
-                Ok(None) => Ok(0),
-                // The ring had no buffer left: the bytes wait in the socket for a plain read.
-                Err(e) if recv_ring::ring_ran_dry(&e) => {
-                    *multi = None;
-                    continue;
-                }
-                Err(e) => Err(e),
-            };
-            if multi.as_ref().is_some_and(MultiRecv::is_ended) {
-                *multi = None;
-            }
-            got_any = read_succeeded(res, got_any, reused)?;
-            continue;
-        }
         let buf = std::mem::take(ubuf);
         let (len, cap) = (buf.len(), buf.capacity());
         let Some((res, back)) = w
@@ -187,19 +162,16 @@ pub(super) async fn relay_response(
     gate: &RetryGate<'_>,
 ) -> Outcome {
     let Target { be, server, .. } = target;
-    // An armed receive is the answer's first read and brings its own buffer; a multishot
-    // receive delivers the head; a poll goes back to the pool with the connection.
-    let (armed, mut multi, mut ubuf) = match d.watch.take() {
-        Some(Watch::Recv(armed)) => (Some(armed), None, Vec::new()),
-        Some(Watch::Multi(m)) => (None, Some(m), w.bufs.take()),
+    // An armed receive is the answer's first read and brings its own buffer; a poll goes
+    // back to the pool with the connection.
+    let (armed, mut ubuf) = match d.watch.take() {
+        Some(Watch::Recv(armed)) => (Some(armed), Vec::new()),
         poll => {
             d.watch = poll;
-            (None, None, w.bufs.take())
+            (None, w.bufs.take())
         }
     };
-    let answer = read_response_head(
-        c, w, head, be, &mut up, armed, &mut multi, &mut ubuf, d.reused,
-    );
+    let answer = read_response_head(c, w, head, be, &mut up, armed, &mut ubuf, d.reused);
     let rh = match answer.await {
         Ok(rh) => rh,
         Err(o) => {
@@ -207,16 +179,6 @@ pub(super) async fn relay_response(
             return o;
         }
     };
-    // A body still on its way, or a tunnel, is read from the socket itself: the multishot
-    // receive is ended first, and what it got joins `ubuf`. Otherwise it stays armed and goes
-    // back to the pool with the connection.
-    if let Some(m) = multi.take() {
-        if reads_past_head(&rh, &ubuf) {
-            recv_ring::finish(m, &mut ubuf).await;
-        } else {
-            d.watch = Some(Watch::Multi(m));
-        }
-    }
     c.rec.upstream_answered();
     // A 5xx says nothing about the server's speed (a server failing fast must not look
     // fast to the balancer); ejection deals with it.
@@ -419,19 +381,6 @@ pub(super) async fn relay_response(
     } else {
         Next::Close
     })
-}
-
-/// Whether the response in `ubuf` has bytes still to come that the relay reads from the
-/// socket itself: a body not wholly received, a body that runs until close, or a tunnel.
-fn reads_past_head(rh: &ResponseHead, ubuf: &[u8]) -> bool {
-    let body = &ubuf[rh.head_len..];
-    rh.status == 101
-        || match rh.framing {
-            BodyFraming::Empty => false,
-            BodyFraming::Length(n) => (body.len() as u64) < n,
-            BodyFraming::Chunked => !matches!(ChunkedDecoder::new().advance(body), Ok(p) if p.done),
-            BodyFraming::UntilClose => true,
-        }
 }
 
 /// Drop a response the failover predicate retries. Its connection goes back to the pool when
