@@ -79,6 +79,10 @@ pub struct Conn {
     multi: Option<MultiRecv>,
     /// A response on this connection kept it open: the client is a keep-alive one.
     kept_alive: bool,
+    /// A request's body or tunnel outran its head: the client sends more than heads, and its
+    /// requests are read directly from then on (a multishot receive keeps receiving a body
+    /// into the ring until it is ended, and those bytes are copied out).
+    sends_bodies: bool,
 }
 
 /// An IP address as text in a fixed inline buffer (the longest IPv6 text is 45 bytes).
@@ -354,6 +358,7 @@ impl Conn {
             canceller: monoio::io::Canceller::new(),
             multi: None,
             kept_alive: false,
+            sends_bodies: false,
         }
     }
 
@@ -374,6 +379,7 @@ impl Conn {
             };
             resumed = false;
             if self.multi.is_some() && self.reads_past_head(&head) {
+                self.sends_bodies = true;
                 self.end_multishot().await;
             }
             self.begin_request(w, Some(&head));
@@ -432,7 +438,7 @@ impl Conn {
         if self.rbuf.capacity() == 0 {
             self.rbuf = Vec::with_capacity(w.cfg.idle_buffer_bytes);
         }
-        if self.multi.is_none() && self.kept_alive {
+        if self.multi.is_none() && self.kept_alive && !self.sends_bodies {
             self.arm_multishot(w);
         }
         if let Some(m) = self.multi.as_mut() {

@@ -731,12 +731,13 @@ async fn worker_main(
     w.access_log.flush();
 }
 
-/// The receive buffer ring of a worker: 128 buffers of 4 KiB (512 KiB, touched as used). A
+/// The receive buffer ring of a worker: 64 buffers of 2 KiB (128 KiB, touched as used). A
 /// keep-alive client's request lands in one and is copied into the connection's own buffer
 /// at once, so a buffer is out of the ring only between a completion and the task that takes
-/// it; a connection that finds the ring empty reads into its own buffer instead.
-const RECV_RING_BUFFERS: u16 = 128;
-const RECV_RING_BUFFER_BYTES: u32 = 4096;
+/// it; a connection that finds the ring empty reads into its own buffer instead. The ring's
+/// size also bounds what a receive can take of a body before it is ended.
+const RECV_RING_BUFFERS: u16 = 64;
+const RECV_RING_BUFFER_BYTES: u32 = 2048;
 
 /// Accept operations kept pending per listener and worker.
 const ACCEPTS_IN_FLIGHT: usize = 4;
