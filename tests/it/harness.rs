@@ -751,6 +751,26 @@ impl Client {
     }
 }
 
+/// Read one request head from `s` into `buf` (bytes after the head stay in `buf`): the head's
+/// text and its target; `None` once the peer closed. For origins that script their answers.
+pub fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, String)> {
+    use std::io::Read;
+    let mut tmp = [0u8; 16 * 1024];
+    let end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        match s.read(&mut tmp) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    buf.drain(..end);
+    let target = head.split(' ').nth(1).unwrap_or("").to_string();
+    Some((head, target))
+}
+
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }

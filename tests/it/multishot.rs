@@ -199,18 +199,10 @@ fn stalling_origin(stall: Duration) -> std::net::SocketAddr {
                 let mut buf = Vec::new();
                 let mut tmp = vec![0u8; 64 * 1024];
                 loop {
-                    let end = loop {
-                        if let Some(i) = crate::harness::find(&buf, b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match s.read(&mut tmp) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
+                    let Some((head, target)) = crate::harness::read_request_head(&mut s, &mut buf)
+                    else {
+                        return;
                     };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                    buf.drain(..end);
-                    let target = head.split(' ').nth(1).unwrap_or("").to_string();
                     let len: usize = head
                         .lines()
                         .find_map(|l| {

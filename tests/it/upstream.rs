@@ -345,3 +345,130 @@ fn a_backend_moved_to_another_server_is_not_served_from_the_old_pool() {
     }
     assert_eq!(old.seen().len(), before);
 }
+
+/// An origin that answers each GET on a connection with the pieces `script` gives for its
+/// target, written 40 ms apart (so ringway has read one before the next arrives); a piece
+/// `<close>` closes the connection. Counts the connections it accepted.
+fn piecewise_origin(
+    script: fn(&str) -> Vec<Vec<u8>>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                loop {
+                    let Some((_, target)) = crate::harness::read_request_head(&mut s, &mut buf)
+                    else {
+                        return;
+                    };
+                    for (i, piece) in script(&target).iter().enumerate() {
+                        if i > 0 {
+                            std::thread::sleep(Duration::from_millis(40));
+                        }
+                        if piece == b"<close>" {
+                            return;
+                        }
+                        if s.write_all(piece).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+fn big_body() -> Vec<u8> {
+    (0..(8usize << 20)).map(|i| (i * 31 % 253) as u8).collect()
+}
+
+fn answers(target: &str) -> Vec<Vec<u8>> {
+    let v = |s: &[u8]| s.to_vec();
+    match target {
+        // Head alone, then the body in two pieces.
+        "/trickle" => vec![
+            v(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"),
+            v(b"01234"),
+            v(b"56789"),
+        ],
+        "/chunked" => vec![
+            v(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab"),
+            v(b"cd\r\n3\r\nefg\r\n"),
+            v(b"0\r\n\r\n"),
+        ],
+        "/big" => {
+            let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 8388608\r\n\r\n".to_vec();
+            let body = big_body();
+            head.extend_from_slice(&body[..100]);
+            vec![head, body[100..].to_vec()]
+        }
+        "/until-close" => vec![
+            v(b"HTTP/1.1 200 OK\r\n\r\nfirst "),
+            v(b"second"),
+            v(b"<close>"),
+        ],
+        "/switch" => vec![
+            v(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nhi"),
+            v(b" there"),
+            v(b"<close>"),
+        ],
+        _ => vec![v(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nsmall")],
+    }
+}
+
+#[test]
+fn pooled_upstream_answers_in_pieces_of_every_framing_reach_the_client_whole() {
+    use std::sync::atomic::Ordering;
+    let (origin, accepted) = piecewise_origin(answers);
+    let rw = Ringway::start(&catch_all(&[origin]), "");
+    let mut c = Client::connect(rw.addr);
+    let mut get = |path: &str| {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        c.read_response(false).expect("a response")
+    };
+    // From the second request on, the upstream connection is a pooled one, whose answer
+    // arrives through the receive armed while it was idle.
+    assert_eq!(get("/small").text(), "small");
+    assert_eq!(get("/trickle").text(), "0123456789", "{}", rw.log());
+    assert_eq!(get("/small").text(), "small");
+    assert_eq!(get("/chunked").text(), "abcdefg");
+    assert_eq!(get("/small").text(), "small");
+    let big = get("/big");
+    assert!(
+        big.body == big_body(),
+        "the 8 MiB body arrived whole and in order"
+    );
+    assert_eq!(get("/small").text(), "small");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one upstream connection carried all"
+    );
+    let r = get("/until-close");
+    assert_eq!(r.text(), "first second");
+}
+
+#[test]
+fn pooled_upstream_connection_switching_protocols_loses_no_byte() {
+    let (origin, _) = piecewise_origin(answers);
+    let rw = Ringway::start(&catch_all(&[origin]), "");
+    let mut c = Client::connect(rw.addr);
+    c.send(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.read_response(false).expect("small").text(), "small");
+    c.send(b"GET /switch HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let r = c.read_response(false).expect("101");
+    assert_eq!(r.status, 101, "{}", rw.log());
+    assert_eq!(c.read_bytes(8).expect("tunnel bytes"), b"hi there");
+}
