@@ -281,18 +281,6 @@ impl Future for ColdWait<'_> {
     }
 }
 
-/// The next bytes (or the end) of a multishot receive. Holds no operation of its own:
-/// dropping it loses nothing, the bytes wait in the receive's queue.
-struct NextChunk<'a>(&'a mut MultiRecv);
-
-impl Future for NextChunk<'_> {
-    type Output = std::io::Result<Option<RecvChunk>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.poll_recv(cx)
-    }
-}
-
 /// Half-close, then read and discard what the client still sends (up to a second), as nginx's
 /// `lingering_close`: closing with unread bytes would send a reset that can destroy the error
 /// response before the client reads it.
@@ -443,7 +431,7 @@ impl Conn {
         }
         if let Some(m) = self.multi.as_mut() {
             let got = monoio::select! {
-                r = NextChunk(m) => Some(r),
+                r = m.recv() => Some(r),
                 _ = w.idle_timers.until(deadline - keepalive + hot) => None,
                 _ = w.shutdown.wait() => return Awaited::Close,
             };
@@ -538,7 +526,7 @@ impl Conn {
         };
         m.cancel();
         loop {
-            match NextChunk(&mut m).await {
+            match m.recv().await {
                 Ok(Some(chunk)) => self.take_chunk(&chunk),
                 Ok(None) => return true,
                 Err(_) => return false,
@@ -609,7 +597,7 @@ impl Conn {
             let until = deadline.unwrap_or_else(|| w.idle_timers.now() + header_timeout);
             if let Some(m) = self.multi.as_mut() {
                 let got = monoio::select! {
-                    r = NextChunk(m) => r,
+                    r = m.recv() => r,
                     _ = w.idle_timers.until(until) => return Err(ProxyError::ClientTimeout),
                 };
                 match got {
@@ -903,6 +891,7 @@ fn fallback_answer(b: &crate::resilience::breaker::Breaker, path: &[u8]) -> Prox
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::upstream::tests::io_uring;
 
     fn returned_size<A, B, C, D, Fut, F: FnOnce(A, B, C, D) -> Fut>(_: &F) -> usize {
         std::mem::size_of::<Fut>()
@@ -925,21 +914,9 @@ mod tests {
         (ours, listener.accept().unwrap().0)
     }
 
-    async fn next(m: &mut MultiRecv) -> std::io::Result<Option<RecvChunk>> {
-        std::future::poll_fn(|cx| m.poll_recv(cx)).await
-    }
-
     /// Give the ring a turn, so completions the kernel has for us are taken in.
     async fn settle() {
         monoio::time::sleep(std::time::Duration::from_millis(30)).await;
-    }
-
-    fn on_uring(f: impl std::future::Future<Output = ()>) {
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("an io_uring runtime")
-            .block_on(f);
     }
 
     #[test]
@@ -947,7 +924,7 @@ mod tests {
         if !monoio::utils::detect_multishot_recv() {
             return; // Linux 6.0 or newer
         }
-        on_uring(async {
+        io_uring(async {
             use std::io::Write;
             let ring = monoio::net::BufRing::new(8, 64).unwrap();
             let (ours, mut theirs) = pair().await;
@@ -958,14 +935,14 @@ mod tests {
                 theirs.write_all(piece).unwrap();
                 let want = got.len() + piece.len();
                 while got.len() < want {
-                    let chunk = next(&mut m).await.unwrap().expect("bytes, not the end");
+                    let chunk = m.recv().await.unwrap().expect("bytes, not the end");
                     assert!(chunk.len() <= 64, "a chunk fits its buffer");
                     got.extend_from_slice(&chunk);
                 }
             }
             assert_eq!(got, sent);
             drop(theirs);
-            assert!(next(&mut m).await.unwrap().is_none(), "then the end");
+            assert!(m.recv().await.unwrap().is_none(), "then the end");
             assert!(m.is_ended());
             assert_eq!(ring.available(), 8, "every buffer is back in the ring");
         });
@@ -976,7 +953,7 @@ mod tests {
         if !monoio::utils::detect_multishot_recv() {
             return;
         }
-        on_uring(async {
+        io_uring(async {
             use std::io::Write;
             let ring = monoio::net::BufRing::new(2, 16).unwrap();
             let (mut ours, mut theirs) = pair().await;
@@ -984,9 +961,9 @@ mod tests {
             let sent: Vec<u8> = (0..100u8).collect();
             theirs.write_all(&sent).unwrap();
             // Two buffers held: the third receive finds the ring empty.
-            let a = next(&mut m).await.unwrap().unwrap();
-            let b = next(&mut m).await.unwrap().unwrap();
-            let err = next(&mut m).await.err().expect("the ring ran dry");
+            let a = m.recv().await.unwrap().unwrap();
+            let b = m.recv().await.unwrap().unwrap();
+            let err = m.recv().await.err().expect("the ring ran dry");
             assert_eq!(err.raw_os_error(), Some(libc::ENOBUFS), "{err}");
             assert!(m.is_ended());
             let mut got = [&a[..], &b[..]].concat();
@@ -1007,7 +984,7 @@ mod tests {
         if !monoio::utils::detect_multishot_recv() {
             return;
         }
-        on_uring(async {
+        io_uring(async {
             use std::io::Write;
             let ring = monoio::net::BufRing::new(4, 64).unwrap();
             let (mut ours, mut theirs) = pair().await;
@@ -1015,8 +992,8 @@ mod tests {
             theirs.write_all(b"abc").unwrap();
             settle().await;
             m.cancel();
-            assert_eq!(&next(&mut m).await.unwrap().unwrap()[..], b"abc");
-            let end = next(&mut m).await.err().expect("then the cancellation");
+            assert_eq!(&m.recv().await.unwrap().unwrap()[..], b"abc");
+            let end = m.recv().await.err().expect("then the cancellation");
             assert_eq!(end.raw_os_error(), Some(libc::ECANCELED), "{end}");
             theirs.write_all(b"def").unwrap();
             let (n, buf) = ours.read(Vec::with_capacity(16)).await;

@@ -261,7 +261,7 @@ impl Upstreams {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
@@ -277,7 +277,8 @@ mod tests {
         (NetStream::Plain(ours), theirs)
     }
 
-    fn io_uring(test: impl std::future::Future<Output = ()>) {
+    /// Run `test` on an io_uring runtime with timers.
+    pub(crate) fn io_uring(test: impl std::future::Future<Output = ()>) {
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .enable_timer()
             .build()

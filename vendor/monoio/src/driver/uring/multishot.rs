@@ -11,6 +11,7 @@
 use std::{
     cell::{Cell, UnsafeCell},
     collections::VecDeque,
+    future::Future,
     io,
     rc::{Rc, Weak},
     sync::atomic::{AtomicU16, Ordering},
@@ -40,7 +41,6 @@ pub struct BufRing {
     ring_bytes: usize,
     /// The buffers themselves, `entries * buf_len` bytes, touched only as they are used.
     bufs: *mut u8,
-    bufs_bytes: usize,
     /// Our copy of the ring's tail: buffers handed to the kernel so far (wrapping).
     tail: Cell<u16>,
     /// Buffers out of the ring: received into and not yet given back.
@@ -86,7 +86,6 @@ impl BufRing {
             ring,
             ring_bytes,
             bufs,
-            bufs_bytes,
             tail: Cell::new(0),
             out: Cell::new(entries as u32),
         };
@@ -135,14 +134,13 @@ impl BufRing {
         self.out.set(self.out.get() - 1);
     }
 
-    fn bytes(&self, bid: u16, start: u32, end: u32) -> &[u8] {
+    fn bytes(&self, bid: u16, len: u32) -> &[u8] {
         // Safety: the kernel wrote `end` bytes into buffer `bid` and does not touch it again
         // until it is given back.
         unsafe {
             std::slice::from_raw_parts(
-                self.bufs
-                    .add(bid as usize * self.buf_len as usize + start as usize),
-                (end - start) as usize,
+                self.bufs.add(bid as usize * self.buf_len as usize),
+                len as usize,
             )
         }
     }
@@ -155,7 +153,10 @@ impl Drop for BufRing {
         }
         unsafe {
             libc::munmap(self.ring.cast(), self.ring_bytes);
-            libc::munmap(self.bufs.cast(), self.bufs_bytes);
+            libc::munmap(
+                self.bufs.cast(),
+                self.entries as usize * self.buf_len as usize,
+            );
         }
     }
 }
@@ -186,22 +187,14 @@ fn map(bytes: usize) -> io::Result<*mut u8> {
 pub struct RecvChunk {
     ring: Rc<BufRing>,
     bid: u16,
-    start: u32,
-    end: u32,
-}
-
-impl RecvChunk {
-    /// Drop the first `n` bytes (at most all of them).
-    pub fn advance(&mut self, n: usize) {
-        self.start = (self.start + n as u32).min(self.end);
-    }
+    len: u32,
 }
 
 impl std::ops::Deref for RecvChunk {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        self.ring.bytes(self.bid, self.start, self.end)
+        self.ring.bytes(self.bid, self.len)
     }
 }
 
@@ -314,15 +307,13 @@ impl MultiRecv {
     /// The next bytes received, end of stream (`Ok(None)`) or the error that ended the
     /// receive; pending until one of them comes.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<RecvChunk>>> {
-        self.next(Some(cx.waker()))
+        self.next(cx.waker())
     }
 
-    /// Like [`poll_recv`](Self::poll_recv), without waiting: `None` when nothing came yet.
-    pub fn try_recv(&mut self) -> Option<io::Result<Option<RecvChunk>>> {
-        match self.next(None) {
-            Poll::Ready(r) => Some(r),
-            Poll::Pending => None,
-        }
+    /// [`poll_recv`](Self::poll_recv) as a future. It holds no operation of its own: dropping
+    /// it loses nothing, the bytes wait in the receive's queue.
+    pub fn recv(&mut self) -> impl Future<Output = io::Result<Option<RecvChunk>>> + '_ {
+        std::future::poll_fn(move |cx| self.poll_recv(cx))
     }
 
     /// Whether the receive has ended (its last result was taken).
@@ -340,7 +331,7 @@ impl MultiRecv {
         }
     }
 
-    fn next(&mut self, waker: Option<&Waker>) -> Poll<io::Result<Option<RecvChunk>>> {
+    fn next(&mut self, waker: &Waker) -> Poll<io::Result<Option<RecvChunk>>> {
         if self.ended {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::Other,
@@ -355,11 +346,9 @@ impl MultiRecv {
             unreachable!("a multishot receive's record is a multishot one")
         };
         let Some((result, flags)) = m.queue.pop_front() else {
-            if let Some(w) = waker {
-                match &m.waker {
-                    Some(old) if old.will_wake(w) => {}
-                    _ => m.waker = Some(w.clone()),
-                }
+            match &m.waker {
+                Some(old) if old.will_wake(waker) => {}
+                _ => m.waker = Some(waker.clone()),
             }
             return Poll::Pending;
         };
@@ -367,18 +356,14 @@ impl MultiRecv {
             self.ended = true;
             lc.remove();
         }
-        let chunk = (flags & CQE_F_BUFFER != 0).then(|| RecvChunk {
-            ring: self.ring.clone(),
-            bid: (flags >> CQE_BUFFER_SHIFT) as u16,
-            start: 0,
-            end: 0,
-        });
-        Poll::Ready(match (result, chunk) {
+        let bid = (flags & CQE_F_BUFFER != 0).then_some((flags >> CQE_BUFFER_SHIFT) as u16);
+        Poll::Ready(match (result, bid) {
             (Ok(0), _) => Ok(None),
-            (Ok(n), Some(mut c)) => {
-                c.end = n;
-                Ok(Some(c))
-            }
+            (Ok(len), Some(bid)) => Ok(Some(RecvChunk {
+                ring: self.ring.clone(),
+                bid,
+                len,
+            })),
             (Ok(_), None) => Err(io::Error::new(
                 io::ErrorKind::Other,
                 "a multishot receive completed without a buffer",
