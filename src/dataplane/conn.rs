@@ -680,9 +680,14 @@ impl Conn {
                     w.stats.throttle_rejected(&r.middleware);
                     return self.refuse(w, &head, ProxyError::Throttled(r)).await;
                 }
-                // nginx `limit_req` without `nodelay`: wait for this request's turn.
+                // nginx `limit_req` without `nodelay`: wait for this request's turn, on a
+                // precise timer kept out of line (128-byte aligned, it would make every
+                // request's state an over-aligned allocation).
                 Ok(a) if a.delay_ns > 0 => {
-                    monoio::time::sleep(std::time::Duration::from_nanos(a.delay_ns)).await;
+                    Box::pin(monoio::time::sleep(std::time::Duration::from_nanos(
+                        a.delay_ns,
+                    )))
+                    .await;
                 }
                 Ok(_) => {}
             }
@@ -830,9 +835,11 @@ impl Conn {
             (_, None) => error_response(&mut out, status, reason, keep_alive, head_only),
         }
         let len = out.len() as u64;
-        let res = monoio::time::timeout(w.cfg.timeouts.send(), self.stream.write_all(out)).await;
+        let res = w
+            .timed(w.cfg.timeouts.send(), self.stream.write_all(out))
+            .await;
         match res {
-            Ok((r, back)) => {
+            Some((r, back)) => {
                 self.extra = back;
                 if r.is_ok() {
                     self.rec.status = status;
@@ -840,7 +847,7 @@ impl Conn {
                 }
                 r.is_ok()
             }
-            Err(_) => false,
+            None => false,
         }
     }
 
@@ -895,6 +902,27 @@ mod tests {
 
     fn returned_size<A, B, C, D, Fut, F: FnOnce(A, B, C, D) -> Fut>(_: &F) -> usize {
         std::mem::size_of::<Fut>()
+    }
+
+    fn returned_layout<A, B, C, Fut, F: FnOnce(A, B, C) -> Fut>(_: &F) -> (usize, usize) {
+        (std::mem::size_of::<Fut>(), std::mem::align_of::<Fut>())
+    }
+
+    #[test]
+    fn a_spell_and_a_request_are_plain_allocations() {
+        // Both are boxed (a spell per hot spell, an exchange per request). An over-aligned
+        // future (one holding a monoio timer, 128-byte aligned) takes the allocator's aligned
+        // path, several hundred instructions a request instead of a few dozen: millisecond
+        // timers belong out of line (`exchange::dial_server`), I/O deadlines on `w.timed`.
+        for (what, (size, align)) in [
+            ("a spell", returned_layout(&spell)),
+            ("a request", returned_layout(&Conn::handle)),
+        ] {
+            assert!(
+                align <= 16,
+                "{what}'s state is {align}-byte aligned ({size} bytes)"
+            );
+        }
     }
 
     #[test]

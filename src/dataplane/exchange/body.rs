@@ -173,6 +173,7 @@ pub(super) async fn stream_request_body(
             (w.pipes.lease(body.remaining), c.stream.plain(), up.plain())
         {
             let deadlines = Deadlines {
+                timers: &w.idle_timers,
                 read: w.cfg.timeouts.body(),
                 send: w.cfg.timeouts.send(),
             };
@@ -209,9 +210,9 @@ pub(super) async fn stream_request_body(
             _ => cap,
         };
         let read = c.stream.read(buf.slice_mut(0..want));
-        let (res, back) = match monoio::time::timeout(w.cfg.timeouts.body(), read).await {
-            Ok(r) => r,
-            Err(_) => return Err(ProxyError::ClientTimeout),
+        let (res, back) = match w.timed(w.cfg.timeouts.body(), read).await {
+            Some(r) => r,
+            None => return Err(ProxyError::ClientTimeout),
         };
         buf = back.into_inner();
         let n = match res {
@@ -231,10 +232,10 @@ pub(super) async fn stream_request_body(
         }
         if k > 0 {
             let write = up.write_all(buf.slice(0..k));
-            match monoio::time::timeout(w.cfg.timeouts.send(), write).await {
-                Ok((Ok(_), back)) => buf = back.into_inner(),
-                Ok((Err(e), _)) => return Err(ProxyError::BodyWrite(e)),
-                Err(_) => return Err(ProxyError::BodyWrite(std::io::ErrorKind::TimedOut.into())),
+            match w.timed(w.cfg.timeouts.send(), write).await {
+                Some((Ok(_), back)) => buf = back.into_inner(),
+                Some((Err(e), _)) => return Err(ProxyError::BodyWrite(e)),
+                None => return Err(ProxyError::BodyWrite(std::io::ErrorKind::TimedOut.into())),
             }
         }
         if done {

@@ -82,8 +82,8 @@ async fn read_response_head(
                     {
                         let interim: Vec<u8> = ubuf[..rh.head_len].to_vec();
                         let write = c.stream.write_all(interim);
-                        let sent = monoio::time::timeout(w.cfg.timeouts.send(), write).await;
-                        if !matches!(sent, Ok((Ok(_), _))) {
+                        let sent = w.timed(w.cfg.timeouts.send(), write).await;
+                        if !matches!(sent, Some((Ok(_), _))) {
                             return Err(Outcome::Aborted);
                         }
                         c.rec.tx += rh.head_len as u64;
@@ -284,6 +284,7 @@ pub(super) async fn relay_response(
             (w.pipes.lease(remaining), c.stream.plain(), up.plain())
         {
             let deadlines = Deadlines {
+                timers: &w.idle_timers,
                 read: read_timeout,
                 send: w.cfg.timeouts.send(),
             };
@@ -327,14 +328,16 @@ pub(super) async fn relay_response(
             BodyFraming::Length(_) => remaining.min(cap as u64) as usize,
             _ => cap,
         };
-        let (res, back) =
-            match monoio::time::timeout(read_timeout, up.read(ubuf.slice_mut(0..want))).await {
-                Ok(r) => r,
-                Err(_) => {
-                    w.stats.upstream_failed(&ProxyError::UpstreamTimeout);
-                    return Outcome::Aborted;
-                }
-            };
+        let (res, back) = match w
+            .timed(read_timeout, up.read(ubuf.slice_mut(0..want)))
+            .await
+        {
+            Some(r) => r,
+            None => {
+                w.stats.upstream_failed(&ProxyError::UpstreamTimeout);
+                return Outcome::Aborted;
+            }
+        };
         ubuf = back.into_inner();
         let n = match res {
             Ok(0) if rh.framing == BodyFraming::UntilClose => break,
@@ -362,8 +365,8 @@ pub(super) async fn relay_response(
         };
         surplus = done && k < n;
         let write = c.stream.write_all(ubuf.slice(0..k));
-        match monoio::time::timeout(w.cfg.timeouts.send(), write).await {
-            Ok((Ok(_), back)) => ubuf = back.into_inner(),
+        match w.timed(w.cfg.timeouts.send(), write).await {
+            Some((Ok(_), back)) => ubuf = back.into_inner(),
             _ => return Outcome::Aborted,
         }
         c.rec.tx += k as u64;
@@ -439,16 +442,18 @@ async fn start_tunnel(
     consume_end: usize,
 ) -> Outcome {
     let sent = ubuf.len() as u64;
-    let written = monoio::time::timeout(w.cfg.timeouts.send(), c.stream.write_all(ubuf)).await;
-    if !matches!(written, Ok((Ok(_), _))) {
+    let written = w
+        .timed(w.cfg.timeouts.send(), c.stream.write_all(ubuf))
+        .await;
+    if !matches!(written, Some((Ok(_), _))) {
         return Outcome::Aborted;
     }
     c.rec.status = 101;
     c.rec.tx += sent;
     let early: Vec<u8> = c.rbuf[consume_end.min(c.rbuf.len())..].to_vec();
     if !early.is_empty() {
-        let written = monoio::time::timeout(w.cfg.timeouts.send(), up.write_all(early)).await;
-        if !matches!(written, Ok((Ok(_), _))) {
+        let written = w.timed(w.cfg.timeouts.send(), up.write_all(early)).await;
+        if !matches!(written, Some((Ok(_), _))) {
             return Outcome::Aborted;
         }
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 
+use super::super::idle_timers::IdleTimers;
 use super::super::pipes::{PipeLease, PIPE_BYTES};
 
 /// Which side of the relay a byte counter tracks.
@@ -35,9 +36,11 @@ pub(super) enum SpliceError {
     Write(io::Error),
 }
 
-/// Deadlines of one relay: each wait for a socket must end within its own.
+/// Deadlines of one relay: each wait for a socket must end within its own, on the worker's
+/// coarse timers.
 #[derive(Clone, Copy)]
-pub(super) struct Deadlines {
+pub(super) struct Deadlines<'a> {
+    pub timers: &'a IdleTimers,
     pub read: Duration,
     pub send: Duration,
 }
@@ -49,7 +52,7 @@ pub(super) async fn splice_exact(
     to: &TcpStream,
     lease: &mut PipeLease<'_>,
     len: u64,
-    deadlines: Deadlines,
+    deadlines: Deadlines<'_>,
     counter: &mut u64,
     count: Count,
 ) -> Result<(), SpliceError> {
@@ -64,10 +67,14 @@ pub(super) async fn splice_exact(
                 Ok(0) => return Err(SpliceError::ReadEnded),
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match monoio::time::timeout(deadlines.read, from.readable(false)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return Err(SpliceError::ReadEnded),
-                        Err(_) => return Err(SpliceError::ReadTimeout),
+                    let t = deadlines.timers;
+                    match t
+                        .within(t.now() + deadlines.read, from.readable(false))
+                        .await
+                    {
+                        Some(Ok(())) => {}
+                        Some(Err(_)) => return Err(SpliceError::ReadEnded),
+                        None => return Err(SpliceError::ReadTimeout),
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -89,10 +96,11 @@ pub(super) async fn splice_exact(
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match monoio::time::timeout(deadlines.send, to.writable(false)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(SpliceError::Write(e)),
-                        Err(_) => return Err(SpliceError::Write(io::ErrorKind::TimedOut.into())),
+                    let t = deadlines.timers;
+                    match t.within(t.now() + deadlines.send, to.writable(false)).await {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => return Err(SpliceError::Write(e)),
+                        None => return Err(SpliceError::Write(io::ErrorKind::TimedOut.into())),
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
