@@ -18,6 +18,7 @@ pub(crate) fn field_array<'b>() -> FieldArray<'b> {
 }
 
 /// Where the search for the end of a head got.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Scan {
     /// The head ends (blank line included) at this offset.
     Complete(usize),
@@ -29,6 +30,12 @@ pub(crate) enum Scan {
 
 /// Looks for the CRLF CRLF that ends a head, resuming near `scanned`, and refuses bare LF and
 /// bare CR on the way so a head that can never be valid is dropped before it is complete.
+///
+/// A head usually arrives whole and well formed, so the search stops once a line, at its LF,
+/// and a head whose every LF follows a CR is taken as complete at once. A bare CR in it is
+/// left to the parser, which refuses every CR that does not start a CRLF; the parsers then ask
+/// [`first_bare_cr_or_lf`] for the verdict the byte-by-byte scan ([`scan_exact`], which any
+/// other head gets) would have given, so no verdict depends on how the head was split.
 ///
 /// A head may not start with an empty line: RFC 9112 §2.2 lets a server skip CRLFs before a
 /// request line, but on a proxy they only show up when a client miscounted a body, so they are
@@ -46,6 +53,28 @@ pub(crate) fn scan_head(
     let window = &buf[..buf.len().min(max_head_bytes)];
     // The end marker is four bytes, and a CR at the very end could not be judged yet.
     let start = scanned.saturating_sub(3).min(window.len());
+    for at in memchr::memchr_iter(b'\n', &window[start..]) {
+        let i = start + at;
+        // i >= 1: the first byte is neither CR nor LF.
+        if window[i - 1] != b'\r' {
+            break;
+        }
+        if i >= 3 && window[i - 3] == b'\r' && window[i - 2] == b'\n' {
+            return Ok(Scan::Complete(i + 1));
+        }
+    }
+    scan_exact(window, start, buf.len() >= max_head_bytes)
+}
+
+/// For a complete head the parser refused: the bare CR (or LF) [`scan_exact`] would have
+/// refused it for first, if there is one.
+pub(crate) fn first_bare_cr_or_lf(head: &[u8]) -> Option<HttpError> {
+    scan_exact(head, 0, false).err()
+}
+
+/// [`scan_head`] byte by byte from `start`: the first bare LF or bare CR, the end of the head,
+/// or how far it got.
+fn scan_exact(window: &[u8], start: usize, at_limit: bool) -> Result<Scan, HttpError> {
     for at in memchr::memchr2_iter(b'\r', b'\n', &window[start..]) {
         let i = start + at;
         if window[i] == b'\n' {
@@ -60,7 +89,7 @@ pub(crate) fn scan_head(
             return Err(HttpError::Malformed("bare CR"));
         }
     }
-    if buf.len() >= max_head_bytes {
+    if at_limit {
         Ok(Scan::TooLarge)
     } else {
         Ok(Scan::Partial(window.len()))
@@ -210,7 +239,66 @@ fn ascii_only(value: &[u8], why: &'static str) -> Result<(), HttpError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::http::{parse_request, HeadLimits};
+    use super::{scan_exact, scan_head, Scan};
+    use crate::http::test_rng::Rng;
+    use crate::http::{parse_request, parse_response, HeadLimits, HttpError};
+
+    #[test]
+    fn the_line_at_a_time_scan_agrees_with_the_byte_at_a_time_one() {
+        // Heads of CR, LF and a little text, resumed from any offset. The fast path answers
+        // what the exact scan answers, except that it takes a head with a bare CR (and no bare
+        // LF) as complete; the parsers must then refuse it with the exact scan's verdict.
+        let alphabet = b"\r\n\r\nab: ";
+        let mut rng = Rng(0x0dd_c0de_5ca1_ab1e);
+        let mut fields = Vec::new();
+        let mut handed_to_the_parsers = 0;
+        for round in 0..20_000 {
+            let len = 1 + rng.below(40);
+            let mut buf: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
+            buf[0] = b'G';
+            let limit = 8 + rng.below(40);
+            let scanned = if round % 2 == 0 {
+                0
+            } else {
+                rng.below(len + 1)
+            };
+            let window = &buf[..len.min(limit)];
+            let start = scanned.saturating_sub(3).min(window.len());
+            let fast = scan_head(&buf, scanned, limit);
+            let exact = scan_exact(window, start, len >= limit);
+            let shown = String::from_utf8_lossy(&buf);
+            if fast == exact {
+                continue;
+            }
+            let bare_cr = HttpError::Malformed("bare CR");
+            assert_eq!(exact, Err(bare_cr.clone()), "{shown:?} from {scanned}");
+            assert!(matches!(fast, Ok(Scan::Complete(_))), "{shown:?}: {fast:?}");
+            if scanned > 0 {
+                continue; // the parsers look at the whole head: only a fresh start compares
+            }
+            handed_to_the_parsers += 1;
+            let limits = HeadLimits {
+                max_head_bytes: limit,
+                ..HeadLimits::default()
+            };
+            let refused = parse_request(&buf, 0, &limits, &mut fields).err();
+            assert_eq!(refused, Some(bare_cr.clone()), "{shown:?} as a request");
+            let mut response = b"HTTP/1.1 200".to_vec();
+            response.extend_from_slice(&buf[1..]);
+            let limits = HeadLimits {
+                max_head_bytes: limit + 11,
+                ..HeadLimits::default()
+            };
+            let refused = parse_response(&response, 0, false, &limits, &mut fields).err();
+            assert_eq!(refused, Some(bare_cr), "{shown:?} as a response");
+        }
+        assert!(
+            handed_to_the_parsers > 40,
+            "{handed_to_the_parsers} heads compared"
+        );
+    }
 
     fn status_of(raw: &[u8]) -> Option<u16> {
         let mut fields = Vec::new();

@@ -2,7 +2,10 @@
 //! (framing, Host, field syntax) that a proxy needs and httparse leaves out.
 
 use super::fields::is_valid_host;
-use super::head::{collect_fields, field_array, httparse_error, scan_head, Role, Scan, MAX_FIELDS};
+use super::head::{
+    collect_fields, field_array, first_bare_cr_or_lf, httparse_error, scan_head, Role, Scan,
+    MAX_FIELDS,
+};
 use super::{BodyFraming, HeadLimits, HeaderField, HttpError, Parsed, Span, Version};
 
 /// Request method, with the ones the proxy treats differently named.
@@ -143,7 +146,10 @@ pub fn parse_request(
     match request.parse_with_uninit_headers(head, storage) {
         Ok(httparse::Status::Complete(len)) if len == head_len => {}
         Ok(_) => return Err(HttpError::Malformed("incomplete request head")),
-        Err(err) => return Err(httparse_error(err, request_version_token(head))),
+        Err(err) => {
+            return Err(first_bare_cr_or_lf(head)
+                .unwrap_or_else(|| httparse_error(err, request_version_token(head))))
+        }
     }
     let base = buf.as_ptr() as usize;
     let (Some(method_str), Some(target_str), Some(minor)) =

@@ -1,7 +1,10 @@
 //! Response head parsing, with the strictness needed to never relay an ambiguous upstream
 //! response to a client.
 
-use super::head::{collect_fields, field_array, httparse_error, scan_head, Role, Scan, MAX_FIELDS};
+use super::head::{
+    collect_fields, field_array, first_bare_cr_or_lf, httparse_error, scan_head, Role, Scan,
+    MAX_FIELDS,
+};
 use super::{BodyFraming, HeadLimits, HeaderField, HttpError, Parsed, Span, Version};
 
 /// A parsed response head; spans point into the buffer passed to [`parse_response`].
@@ -59,7 +62,10 @@ pub fn parse_response(
     match parsed {
         Ok(httparse::Status::Complete(len)) if len == head_len => {}
         Ok(_) => return Err(HttpError::Malformed("incomplete response head")),
-        Err(err) => return Err(httparse_error(err, response_version_token(head))),
+        Err(err) => {
+            return Err(first_bare_cr_or_lf(head)
+                .unwrap_or_else(|| httparse_error(err, response_version_token(head))))
+        }
     }
     let (Some(minor), Some(status)) = (response.version, response.code) else {
         return Err(HttpError::Malformed("incomplete status line"));

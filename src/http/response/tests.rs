@@ -31,6 +31,18 @@ const MALFORMED: &[(&str, &[u8])] = &[
         b"HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 0\r\n\r\n",
     ),
     (
+        "bare CR in the reason",
+        b"HTTP/1.1 200 O\rK\r\nContent-Length: 0\r\n\r\n",
+    ),
+    (
+        "bare CR in a field name",
+        b"HTTP/1.1 200 OK\r\nConte\rnt-Length: 0\r\n\r\n",
+    ),
+    (
+        "bare CR before the blank line",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\r\n\r\n",
+    ),
+    (
         "leading CRLF",
         b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
     ),
