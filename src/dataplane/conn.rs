@@ -458,6 +458,11 @@ impl Conn {
                 }
             }
         }
+        // The next request is rarely there yet when this read is issued (a new connection's
+        // first request: the accept completes before it arrives), so the read polls before
+        // trying the socket instead of failing with EAGAIN first (where the kernel has it).
+        self.stream
+            .set_recv_poll_first(w.recv_poll_first && self.stream.plain().is_some());
         let buf = std::mem::take(&mut self.rbuf);
         let cap = buf.capacity();
         let (cancelled, (res, back)) = {
@@ -479,6 +484,7 @@ impl Conn {
             }
         };
         self.rbuf = back.into_inner();
+        self.stream.set_recv_poll_first(false);
         match res {
             Ok(0) => return Awaited::Close,
             Ok(n) => {
