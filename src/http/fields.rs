@@ -41,6 +41,8 @@ pub fn is_field_value_byte(b: u8) -> bool {
 /// reading `_` as `-`. Such aliases (`Content_Length`, `X_Forwarded_For`) are refused: some
 /// servers and CGI gateways fold `_` into `-`, so they would smuggle a second copy of a field
 /// the proxy checked (or rewrote) past it.
+///
+/// `name` is a token (RFC 9110 §5.6.2), as every parsed field name is.
 pub fn classify_name(name: &[u8]) -> (FieldKind, bool) {
     let candidates: &[(&[u8], FieldKind)] = match name.len() {
         2 => &[(b"te", FieldKind::Te)],
@@ -75,20 +77,56 @@ pub fn classify_name(name: &[u8]) -> (FieldKind, bool) {
         _ => return (FieldKind::Other, false),
     };
     for &(lower, kind) in candidates {
-        let mut aliased = false;
-        let same = name.iter().zip(lower).all(|(&got, &want)| {
-            if got == b'_' && want == b'-' {
-                aliased = true;
-                true
-            } else {
-                got.to_ascii_lowercase() == want
+        if token_eq_lowered(name, lower) {
+            return (kind, false);
+        }
+    }
+    // An alias needs a `_`, so it is only looked for when nothing matched and there is one.
+    if name.contains(&b'_') {
+        for &(lower, kind) in candidates {
+            let same = name.iter().zip(lower).all(|(&got, &want)| {
+                got.to_ascii_lowercase() == want || (got == b'_' && want == b'-')
+            });
+            if same {
+                return (kind, true);
             }
-        });
-        if same {
-            return (kind, aliased);
         }
     }
     (FieldKind::Other, false)
+}
+
+/// Whether the token `name` is `lower` (lowercase letters, digits and `-`, of the same length)
+/// ignoring ASCII case, eight or four bytes at a time: setting bit 0x20 of every byte lowers
+/// the letters, keeps digits and `-`, and turns no other token byte into a letter, a digit or
+/// `-` (the bytes that would, such as CR, are not token bytes).
+fn token_eq_lowered(name: &[u8], lower: &[u8]) -> bool {
+    debug_assert_eq!(name.len(), lower.len());
+    fn word(s: &[u8], at: usize) -> u64 {
+        u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"))
+    }
+    fn half(s: &[u8], at: usize) -> u32 {
+        u32::from_le_bytes(s[at..at + 4].try_into().expect("four bytes"))
+    }
+    const LOWER8: u64 = 0x2020_2020_2020_2020;
+    const LOWER4: u32 = 0x2020_2020;
+    let n = name.len();
+    if n >= 8 {
+        // Whole words, then the last eight bytes (overlapping the previous word).
+        let mut at = 0;
+        while at + 8 < n {
+            if word(name, at) | LOWER8 != word(lower, at) {
+                return false;
+            }
+            at += 8;
+        }
+        word(name, n - 8) | LOWER8 == word(lower, n - 8)
+    } else if n >= 4 {
+        half(name, 0) | LOWER4 == half(lower, 0) && half(name, n - 4) | LOWER4 == half(lower, n - 4)
+    } else {
+        name.iter()
+            .zip(lower)
+            .all(|(&got, &want)| got | 0x20 == want)
+    }
 }
 
 /// A Content-Length value: one or more ASCII digits and nothing else (no sign, no spaces, no
@@ -363,6 +401,67 @@ mod tests {
         for &(name, kind, aliased) in cases {
             assert_eq!(classify_name(name), (kind, aliased), "{:?}", name);
         }
+    }
+
+    #[test]
+    fn names_classify_as_a_byte_by_byte_comparison_would() {
+        // The word-at-a-time comparison against the plain definition, for tokens near every
+        // well-known name: case flips, `_` for `-`, and any token byte anywhere.
+        const TOKEN: &[u8] =
+            b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let known: &[&[u8]] = &[
+            b"te",
+            b"host",
+            b"expect",
+            b"forwarded",
+            b"upgrade",
+            b"trailer",
+            b"connection",
+            b"keep-alive",
+            b"x-request-id",
+            b"content-length",
+            b"http2-settings",
+            b"x-forwarded-for",
+            b"proxy-connection",
+            b"x-forwarded-host",
+            b"x-forwarded-port",
+            b"transfer-encoding",
+            b"x-forwarded-proto",
+            b"x-client-cert-san",
+            b"x-client-cert-subject",
+        ];
+        let plain = |name: &[u8]| -> (bool, bool) {
+            let lower: Vec<u8> = name.iter().map(u8::to_ascii_lowercase).collect();
+            let dashed: Vec<u8> = lower
+                .iter()
+                .map(|&b| if b == b'_' { b'-' } else { b })
+                .collect();
+            let exact = known.contains(&&lower[..]);
+            (exact, !exact && known.contains(&&dashed[..]))
+        };
+        let mut rng = crate::http::test_rng::Rng(0x7e57_c1a5_51f1_ed00);
+        let mut checked = 0;
+        for _ in 0..40_000 {
+            let mut name = known[rng.below(known.len())].to_vec();
+            for _ in 0..rng.below(4) {
+                let at = rng.below(name.len());
+                name[at] = match rng.below(3) {
+                    0 => name[at].to_ascii_uppercase(),
+                    1 if name[at] == b'-' => b'_',
+                    _ => TOKEN[rng.below(TOKEN.len())],
+                };
+            }
+            let (kind, aliased) = classify_name(&name);
+            let (exact, alias) = plain(&name);
+            let shown = String::from_utf8_lossy(&name);
+            assert_eq!(kind != FieldKind::Other, exact || alias, "{shown}");
+            assert_eq!(aliased, alias, "{shown}");
+            checked += usize::from(exact || alias);
+        }
+        assert!(
+            checked > 10_000,
+            "{checked} well-known names among the draws"
+        );
     }
 
     #[test]
