@@ -45,17 +45,30 @@ pub struct EtcdServer {
 impl EtcdServer {
     /// Start etcd and wait until it is healthy.
     pub fn start() -> EtcdServer {
-        let mut s = EtcdServer::stopped();
-        s.restart();
-        s
+        EtcdServer::start_on_free_ports(None)
     }
 
     /// Start etcd serving clients over TLS only (`https://`), with `--client-cert-auth`.
     pub fn start_tls(files: &EtcdTlsFiles) -> EtcdServer {
-        let mut s = EtcdServer::stopped();
-        s.tls = Some(files.clone());
-        s.restart();
-        s
+        EtcdServer::start_on_free_ports(Some(files.clone()))
+    }
+
+    /// A port picked free can be taken before etcd binds it (tests run in parallel, and every
+    /// outgoing connection takes an ephemeral port too): etcd then exits at once, and is
+    /// started again on other ports.
+    fn start_on_free_ports(tls: Option<EtcdTlsFiles>) -> EtcdServer {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let mut s = EtcdServer::stopped();
+            s.tls = tls.clone();
+            let log_before = s.spawn();
+            match s.try_wait_healthy(log_before) {
+                Ok(()) => return s,
+                Err(log) if log.contains("address already in use") => last = log,
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("no free ports for etcd in five tries:\n{last}");
     }
 
     /// Pick ports and a data dir without starting etcd (for "etcd is down" tests).
@@ -141,17 +154,23 @@ impl EtcdServer {
     }
 
     fn wait_healthy(&mut self, log_before: usize) {
+        if let Err(why) = self.try_wait_healthy(log_before) {
+            panic!("{why}");
+        }
+    }
+
+    fn try_wait_healthy(&mut self, log_before: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("etcd exited ({status}):\n{}", self.log());
+                return Err(format!("etcd exited ({status}):\n{}", self.log()));
             }
             if self.healthy(log_before) {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("etcd did not become healthy:\n{}", self.log());
+        Err(format!("etcd did not become healthy:\n{}", self.log()))
     }
 
     /// Over TLS, `/health` needs a client certificate: etcd's own "ready" line since this
