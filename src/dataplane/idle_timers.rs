@@ -61,6 +61,11 @@ impl IdleTimers {
         }
     }
 
+    /// Run `f` with a deadline `limit` from the cached clock; `None` when it passed.
+    pub fn timed<F: Future>(&self, limit: std::time::Duration, f: F) -> Within<'_, F> {
+        self.within(self.now() + limit, f)
+    }
+
     /// The cached clock: at most one tick old, or fresher after [`IdleTimers::refresh`].
     pub fn now(&self) -> Instant {
         self.now.get()

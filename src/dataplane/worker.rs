@@ -208,7 +208,7 @@ impl Worker {
     /// Run an I/O future with a deadline `limit` from the worker's clock; `None` when it
     /// passed (the I/O was cancelled).
     pub fn timed<F: std::future::Future>(&self, limit: Duration, f: F) -> Within<'_, F> {
-        self.idle_timers.within(self.idle_timers.now() + limit, f)
+        self.idle_timers.timed(limit, f)
     }
 
     /// Return a buffer to the pool it came from.

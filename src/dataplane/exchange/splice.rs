@@ -67,9 +67,9 @@ pub(super) async fn splice_exact(
                 Ok(0) => return Err(SpliceError::ReadEnded),
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let t = deadlines.timers;
-                    match t
-                        .within(t.now() + deadlines.read, from.readable(false))
+                    match deadlines
+                        .timers
+                        .timed(deadlines.read, from.readable(false))
                         .await
                     {
                         Some(Ok(())) => {}
@@ -96,8 +96,11 @@ pub(super) async fn splice_exact(
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let t = deadlines.timers;
-                    match t.within(t.now() + deadlines.send, to.writable(false)).await {
+                    match deadlines
+                        .timers
+                        .timed(deadlines.send, to.writable(false))
+                        .await
+                    {
                         Some(Ok(())) => {}
                         Some(Err(e)) => return Err(SpliceError::Write(e)),
                         None => return Err(SpliceError::Write(io::ErrorKind::TimedOut.into())),
