@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Path of the `ringway` binary cargo built for these tests.
@@ -751,9 +752,40 @@ impl Client {
     }
 }
 
+/// An origin on a plain socket for answers `Origin`'s replies cannot script (answers in timed
+/// pieces, bodies read late): a thread per connection reads request heads in turn and hands
+/// each to `answer` with the socket, the head's text, its target and the bytes read past the
+/// head; `answer` returns false to close the connection. Its address, and a count of the
+/// connections it accepted.
+pub fn head_serving_origin<F>(answer: F) -> (SocketAddr, std::sync::Arc<AtomicUsize>)
+where
+    F: Fn(&mut TcpStream, &str, &str, &mut Vec<u8>) -> bool + Clone + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                while let Some((head, target)) = read_request_head(&mut s, &mut buf) {
+                    if !answer(&mut s, &head, &target, &mut buf) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
 /// Read one request head from `s` into `buf` (bytes after the head stay in `buf`): the head's
-/// text and its target; `None` once the peer closed. For origins that script their answers.
-pub fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, String)> {
+/// text and its target; `None` once the peer closed.
+fn read_request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, String)> {
     use std::io::Read;
     let mut tmp = [0u8; 16 * 1024];
     let end = loop {

@@ -190,49 +190,33 @@ fn kept_alive_client_sending_a_head_over_the_limit_in_pieces_gets_431() {
 /// request with its target, its body's length and whether the body was the expected pattern.
 fn stalling_origin(stall: Duration) -> std::net::SocketAddr {
     use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut s) = conn else { return };
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut tmp = vec![0u8; 64 * 1024];
-                loop {
-                    let Some((head, target)) = crate::harness::read_request_head(&mut s, &mut buf)
-                    else {
-                        return;
-                    };
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    if len > 0 {
-                        std::thread::sleep(stall);
-                    }
-                    while buf.len() < len {
-                        match s.read(&mut tmp) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
-                    }
-                    let body: Vec<u8> = buf.drain(..len).collect();
-                    let whole = body.iter().enumerate().all(|(i, b)| *b == pattern(i));
-                    let text = format!("{target} {len} {whole}");
-                    let reply = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
-                        text.len()
-                    );
-                    if s.write_all(reply.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
+    let (addr, _) = crate::harness::head_serving_origin(move |s, head, target, buf| {
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        if len > 0 {
+            std::thread::sleep(stall);
         }
+        let mut tmp = vec![0u8; 64 * 1024];
+        while buf.len() < len {
+            match s.read(&mut tmp) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            }
+        }
+        let body: Vec<u8> = buf.drain(..len).collect();
+        let whole = body.iter().enumerate().all(|(i, b)| *b == pattern(i));
+        let text = format!("{target} {len} {whole}");
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        s.write_all(reply.as_bytes()).is_ok()
     });
     addr
 }

@@ -356,38 +356,17 @@ fn piecewise_origin(
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
     use std::io::Write;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut s) = conn else { return };
-            count.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                loop {
-                    let Some((_, target)) = crate::harness::read_request_head(&mut s, &mut buf)
-                    else {
-                        return;
-                    };
-                    for (i, piece) in script(&target).iter().enumerate() {
-                        if i > 0 {
-                            std::thread::sleep(Duration::from_millis(40));
-                        }
-                        if piece == b"<close>" {
-                            return;
-                        }
-                        if s.write_all(piece).is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
+    crate::harness::head_serving_origin(move |s, _, target, _| {
+        for (i, piece) in script(target).iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(40));
+            }
+            if piece == b"<close>" || s.write_all(piece).is_err() {
+                return false;
+            }
         }
-    });
-    (addr, accepted)
+        true
+    })
 }
 
 fn big_body() -> Vec<u8> {
