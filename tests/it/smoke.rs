@@ -84,10 +84,14 @@ fn the_demo_serves_the_curl_lines_it_prints() {
         .expect("start the demo");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut curls = Vec::new();
+    let mut routes_file = None;
     for line in lines.by_ref() {
         let line = line.unwrap();
         if line.contains("Ctrl-C") {
             break;
+        }
+        if line.starts_with("routes file") {
+            routes_file = line.split_whitespace().last().map(std::path::PathBuf::from);
         }
         if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
             curls.push(url.to_string());
@@ -115,8 +119,31 @@ fn the_demo_serves_the_curl_lines_it_prints() {
         orders.text()
     );
     assert_eq!(get(addr, &path(&curls[2])).status, 404);
-    let _ = child.kill();
-    let _ = child.wait();
+    // Ctrl-C stops the demo cleanly and takes its routes file with it.
+    let routes_file = routes_file.expect("the demo names its routes file");
+    assert!(routes_file.exists(), "{}", routes_file.display());
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "kill -INT failed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the demo did not stop within 10 s of Ctrl-C");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !routes_file.parent().unwrap().exists(),
+        "{} is left behind",
+        routes_file.display()
+    );
 }
 
 #[test]
