@@ -160,6 +160,12 @@ pub struct ListenerConfig {
     /// Listen backlog. Default 1024.
     #[serde(default = "default_backlog")]
     pub backlog: i32,
+    /// Hand a connection to a worker only once its first bytes arrived (`TCP_DEFER_ACCEPT`,
+    /// nginx's `deferred`, HAProxy's `defer-accept`): the worker wakes once per new connection
+    /// instead of once for the connection and again for its request. A client that connects
+    /// and stays silent is handed over after about a second. Default true.
+    #[serde(default = "default_true")]
+    pub defer_accept: bool,
     /// `[[listener.expose]]`: the routes an edge listener lets through, first match wins.
     /// Required (at least one) on an edge listener, refused on a mesh listener.
     #[serde(default)]
@@ -344,6 +350,10 @@ fn default_role() -> ListenerRole {
 
 fn default_backlog() -> i32 {
     1024
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Where routes come from.

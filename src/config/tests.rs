@@ -44,6 +44,7 @@ fn minimal_profile_takes_documented_defaults() {
     assert_eq!(p.node.workers, Workers::Auto);
     assert!(p.node.pin_workers);
     assert_eq!(p.listeners[0].role, ListenerRole::Mesh);
+    assert!(p.listeners[0].defer_accept);
     assert_eq!(p.limits.max_headers, 100);
     assert_eq!(p.limits.splice_min_bytes, 64 * 1024);
     assert_eq!(p.timeouts.connect_ms, 3000);

@@ -487,11 +487,13 @@ impl Conn {
                 }
             }
         }
-        // The next request is rarely there yet when this read is issued (a new connection's
-        // first request: the accept completes before it arrives), so the read polls before
-        // trying the socket instead of failing with EAGAIN first (where the kernel has it).
+        // The next request is rarely there yet when this read is issued, so the read polls
+        // before trying the socket instead of failing with EAGAIN first (where the kernel has
+        // it). The exception is a new connection's first request on a listener that defers
+        // accepts: the accept completed because its first bytes arrived.
+        let waiting = self.kept_alive || !self.listener.defer_accept;
         self.stream
-            .set_recv_poll_first(w.recv_poll_first && self.stream.plain().is_some());
+            .set_recv_poll_first(w.recv_poll_first && waiting && self.stream.plain().is_some());
         let buf = std::mem::take(&mut self.rbuf);
         let cap = buf.capacity();
         let (cancelled, (res, back)) = {

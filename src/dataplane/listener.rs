@@ -25,6 +25,8 @@ pub struct ListenerCtx {
     pub port_text: Box<str>,
     /// TLS termination, shared by every worker; `None` on a plain HTTP listener.
     pub tls: Option<Arc<Terminator>>,
+    /// Connections are accepted once their first bytes arrived (`defer_accept`).
+    pub defer_accept: bool,
 }
 
 impl ListenerCtx {
@@ -49,6 +51,7 @@ impl ListenerCtx {
             header_timeout: l.header_timeout(&p.timeouts),
             port_text: l.addr.port().to_string().into(),
             tls,
+            defer_accept: l.defer_accept,
         }
     }
 

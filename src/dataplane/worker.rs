@@ -330,8 +330,30 @@ fn bind_listener(l: &ListenerConfig) -> std::io::Result<std::net::TcpListener> {
     s.set_nonblocking(true)?;
     s.set_nodelay(true)?;
     s.bind(&l.addr.into())?;
+    set_defer_accept(&s, l.defer_accept)?;
     s.listen(l.backlog)?;
     Ok(s.into())
+}
+
+/// Turn `TCP_DEFER_ACCEPT` on (1 s: a silent client is handed over after the handshake's first
+/// retransmission, as nginx and HAProxy do) or off.
+fn set_defer_accept(s: &impl std::os::fd::AsRawFd, on: bool) -> std::io::Result<()> {
+    let secs = libc::c_int::from(on);
+    // SAFETY: a valid socket descriptor, and an option value of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&secs as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn random_seed(worker: usize) -> u64 {
@@ -363,7 +385,11 @@ fn listening_sockets(
         let received = own.len();
         for s in &own {
             use std::os::fd::AsRawFd;
-            // listen(2) again applies this profile's backlog to the inherited socket.
+            // This profile's accept deferral and backlog (listen(2) again) apply to the
+            // inherited socket too.
+            if let Err(e) = set_defer_accept(s, l.defer_accept) {
+                tracing::warn!(listener = %l.name, addr = %l.addr, "cannot set TCP_DEFER_ACCEPT on an inherited socket: {e}");
+            }
             // SAFETY: a valid socket descriptor owned by `s`.
             unsafe { libc::listen(s.as_raw_fd(), l.backlog) };
         }
@@ -770,5 +796,45 @@ async fn accept_loop(w: Rc<Worker>, listener: Rc<TcpListener>, ctx: Rc<ListenerC
                 monoio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defer_accept_of(s: &impl std::os::fd::AsRawFd) -> libc::c_int {
+        let mut v: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a valid socket descriptor, and an option buffer of the size passed.
+        let rc = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        v
+    }
+
+    #[test]
+    fn listeners_defer_accepts_as_their_profile_says() {
+        let profile = crate::config::Profile::parse(
+            "[[listener]]\nname = \"a\"\naddr = \"127.0.0.1:0\"\n\n\
+             [[listener]]\nname = \"b\"\naddr = \"127.0.0.2:0\"\ndefer_accept = false\n\n\
+             [routes]\nsource = \"file\"\nfile = \"r.json\"\n",
+            std::path::Path::new("p.toml"),
+        )
+        .unwrap();
+        let deferred = bind_listener(&profile.listeners[0]).unwrap();
+        let at_once = bind_listener(&profile.listeners[1]).unwrap();
+        assert_eq!(defer_accept_of(&deferred), 1);
+        assert_eq!(defer_accept_of(&at_once), 0);
+        // An inherited socket takes the newer profile's setting.
+        set_defer_accept(&deferred, false).unwrap();
+        assert_eq!(defer_accept_of(&deferred), 0);
     }
 }

@@ -634,3 +634,68 @@ fn the_grafana_dashboard_queries_only_families_a_node_exports() {
         }
     }
 }
+
+#[test]
+fn a_deferring_listener_takes_a_connection_once_it_speaks() {
+    let origin = Origin::ok();
+    let routes = routes_json(&[("b", &[origin.addr])], &[("a", "b", "PathPrefix(`/`)")]);
+    let (admin, extra) = with_admin("");
+    // The mesh listener defers accepts (the default); the edge listener is told not to.
+    let rw = Ringway::start_edge(
+        &routes,
+        "defer_accept = false\n\n[[listener.expose]]\nprefix = \"/\"\n",
+        &extra,
+    );
+    let open = || {
+        let text = scrape(admin);
+        let m = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        sum(&m, "ringway_connections_active")
+    };
+    let open_becomes = |want: f64| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while open() != want {
+            assert!(
+                Instant::now() < deadline,
+                "open connections never became {want}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // Without deferral a silent client is a worker's connection at once.
+    let _silent = TcpStream::connect(rw.edge()).unwrap();
+    open_becomes(1.0);
+    // With it, a silent client is not handed over before its first bytes (or before the
+    // handshake's first retransmission, a second later: attempts that took that long on a
+    // busy machine are repeated).
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let start = Instant::now();
+        let mut client = TcpStream::connect(rw.addr).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let seen = open();
+        if start.elapsed() >= Duration::from_millis(800) {
+            assert!(attempts < 5, "every attempt took over 800 ms");
+            drop(client);
+            open_becomes(1.0);
+            continue;
+        }
+        assert_eq!(
+            seen, 1.0,
+            "a silent connection was taken before it sent anything"
+        );
+        // Once it speaks it is served like any other.
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        client.write_all(get_req("/x").as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = client.read_to_end(&mut out);
+        assert!(
+            out.starts_with(b"HTTP/1.1 200 "),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        break;
+    }
+}
