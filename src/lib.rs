@@ -7,6 +7,8 @@
 //! a thread of its own.
 
 pub mod admin;
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
 pub mod config;
 pub mod control;
 pub mod dataplane;

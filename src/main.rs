@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: ringway::allocator::Mimalloc = ringway::allocator::Mimalloc;
 
 /// A thread-per-core HTTP/1.1 service-mesh node: routes from vulcand's etcd layout or a file,
 /// io_uring workers pinned one per core.
