@@ -572,8 +572,7 @@ def partition(host, cut):
 
 def host_partition(lab, seconds):
     """h2 (a users instance, an etcd member) is cut off silently under load from h1, h3 and h4.
-    (Not h3: instance-crash restarts h3's instance at the same address, and callers keep a
-    server whose connections failed at a high latency estimate for a while after.)"""
+    (Not h3: instance-crash has just restarted h3's instance at the same address.)"""
     if not shutil.which("nft"):
         raise SystemExit("mesh lab: host-partition needs `nft` (Debian's nftables)")
     drive_for = max(seconds, 4) + 6

@@ -300,15 +300,28 @@ impl Upstreams {
     /// The attempt failed on the network (refused, reset or timed out): the server is
     /// charged at least `floor` (the connect deadline) as if it had answered that slowly, so
     /// p2c stops choosing it at once instead of only when ejection takes it out. A refused
-    /// connection fails fast and must not make the server look fast.
+    /// connection fails fast and must not make the server look fast; its charge fades within
+    /// seconds (the host answered: the server is down or restarting, not silent), where any
+    /// other failure's fades like a measured response.
     pub fn penalise(
         &self,
         flight: &InFlight<'_>,
         elapsed: Duration,
         floor: Duration,
+        refused: bool,
         now: Instant,
     ) {
-        self.observe(flight, elapsed.max(floor), now);
+        let charge = elapsed.max(floor);
+        if !refused {
+            return self.observe(flight, charge, now);
+        }
+        let Some(addr) = flight.addr.filter(|_| flight.timed) else {
+            return;
+        };
+        let ns = self.ns(now);
+        if let Some(l) = self.load.borrow_mut().get_mut(&addr) {
+            l.ewma.charge_refused(charge.as_nanos() as u64, ns);
+        }
     }
 
     /// Whether attempts on this backend are timed for the balancer.
@@ -483,19 +496,29 @@ pub(crate) mod tests {
         }
         // One refused connection (it failed in 50 µs) on server 3: charged the connect
         // deadline, so every comparison that includes it now prefers the other one.
-        let f = u.begin(&b, &b.servers[2], now);
-        u.penalise(
-            &f,
-            Duration::from_micros(50),
-            Duration::from_millis(500),
-            now,
-        );
-        drop(f);
+        let penalise = |s: usize, elapsed: u64, refused: bool| {
+            let f = u.begin(&b, &b.servers[s], now);
+            u.penalise(
+                &f,
+                Duration::from_micros(elapsed),
+                Duration::from_millis(500),
+                refused,
+                now,
+            );
+        };
+        penalise(2, 50, true);
         let picks = (0..300).filter(|_| port(u.pick(&b, &[], now)) == 3).count();
         assert_eq!(
             picks, 0,
             "a server that just failed is not chosen over a healthy one"
         );
+        // Server 2 times out. Ten seconds on, the refusing server (down or restarting: its
+        // host answered) is compared on its merits again; the silent one is still avoided.
+        penalise(1, 500_000, false);
+        let later = now + Duration::from_secs(10);
+        let picks: Vec<u16> = (0..300).map(|_| port(u.pick(&b, &[], later))).collect();
+        assert!(picks.contains(&3), "the refusing server is chosen again");
+        assert!(!picks.contains(&2), "the silent server is still avoided");
     }
 
     #[test]

@@ -240,7 +240,10 @@ pub async fn proxy(
                 w.stats.upstream_failed(&err);
                 if err.marks_server() {
                     let floor = be.settings.dial_timeout.unwrap_or(w.cfg.timeouts.connect());
-                    w.upstreams.penalise(&flight, now - began, floor, now);
+                    let refused = matches!(&err, ProxyError::Connect(e)
+                        if e.kind() == std::io::ErrorKind::ConnectionRefused);
+                    w.upstreams
+                        .penalise(&flight, now - began, floor, refused, now);
                     w.upstreams.failure(be, server, now);
                 } else {
                     w.upstreams.neutral(&pick);

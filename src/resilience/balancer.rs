@@ -4,12 +4,17 @@
 //! divided by its weight. A server that got slower is seen at once (the peak is taken as is)
 //! and forgiven slowly (the average decays with a 10 s time constant while it gets no
 //! traffic), so a slow server still gets an occasional request that tells whether it healed.
+//! A refused connection is charged too, but that charge fades with a 1 s constant: the
+//! server's host answered, so its process is down or restarting, and once it listens again it
+//! is back in the comparison within seconds instead of a minute.
 //!
 //! The estimates are per worker: each core balances its own requests with what it saw,
 //! without touching another core's memory.
 
 /// How fast an estimate forgets, in nanoseconds (Finagle's and Linkerd's 10 s).
 const DECAY_NS: f64 = 10e9;
+/// How fast a refused connection's charge fades, in nanoseconds.
+const REFUSED_DECAY_NS: f64 = 1e9;
 
 /// One server's load as one worker sees it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -20,6 +25,8 @@ pub struct PeakEwma {
     stamp_ns: u64,
     /// Requests in flight to the server from this worker.
     pub inflight: u32,
+    /// `rtt_ns` is a refused connection's charge, not a measured response.
+    refused: bool,
 }
 
 impl PeakEwma {
@@ -30,7 +37,15 @@ impl PeakEwma {
             return None;
         }
         let idle = now_ns.saturating_sub(self.stamp_ns) as f64;
-        Some(self.rtt_ns * (-idle / DECAY_NS).exp())
+        Some(self.rtt_ns * (-idle / self.decay_ns()).exp())
+    }
+
+    fn decay_ns(&self) -> f64 {
+        if self.refused {
+            REFUSED_DECAY_NS
+        } else {
+            DECAY_NS
+        }
     }
 
     /// A response took `rtt_ns`.
@@ -40,12 +55,26 @@ impl PeakEwma {
             // A peak is taken as is: a server that got slower loses traffic at once.
             Some(current) if sample <= current => {
                 let elapsed = now_ns.saturating_sub(self.stamp_ns) as f64;
-                let w = (-elapsed / DECAY_NS).exp();
+                let w = (-elapsed / self.decay_ns()).exp();
                 self.rtt_ns = current * w + sample * (1.0 - w);
             }
             _ => self.rtt_ns = sample,
         }
         self.stamp_ns = now_ns.max(1);
+        self.refused = false;
+    }
+
+    /// A connection to the server was refused: it is charged as a response taking
+    /// `penalty_ns`, a charge that fades with a 1 s constant. A larger estimate (a server that
+    /// went silent) stands.
+    pub fn charge_refused(&mut self, penalty_ns: u64, now_ns: u64) {
+        let penalty = penalty_ns as f64;
+        if self.rtt(now_ns).is_some_and(|current| current >= penalty) {
+            return;
+        }
+        self.rtt_ns = penalty;
+        self.stamp_ns = now_ns.max(1);
+        self.refused = true;
     }
 
     /// Cost of sending one more request here; `peer_rtt` stands in for an estimate this
@@ -102,6 +131,32 @@ mod tests {
         let later = e.rtt(11_002 * MS).unwrap();
         assert!(
             (14.0 * MS as f64..15.0 * MS as f64).contains(&later),
+            "{later}"
+        );
+    }
+
+    #[test]
+    fn a_refused_connections_charge_fades_in_seconds_and_a_silent_servers_stands() {
+        let mut refused = PeakEwma::default();
+        refused.observe(MS, 1_000 * MS);
+        refused.charge_refused(500 * MS, 1_000 * MS);
+        assert_eq!(refused.rtt(1_000 * MS), Some(500.0 * MS as f64));
+        // Seven seconds later it is below a millisecond again (500 ms x e^-7).
+        let faded = refused.rtt(8_000 * MS).unwrap();
+        assert!(faded < MS as f64, "{faded}");
+        // A server charged as slow as the connect deadline (it timed out) is still dear.
+        let mut silent = PeakEwma::default();
+        silent.observe(500 * MS, 1_000 * MS);
+        assert!(silent.rtt(8_000 * MS).unwrap() > 200.0 * MS as f64);
+        // A refusal does not soften a larger charge that stands.
+        silent.charge_refused(100 * MS, 2_000 * MS);
+        assert!(silent.rtt(8_000 * MS).unwrap() > 200.0 * MS as f64);
+        // The first answer after a refusal is a measured response again, forgotten slowly.
+        refused.observe(2 * MS, 9_000 * MS);
+        assert_eq!(refused.rtt(9_000 * MS), Some(2.0 * MS as f64));
+        let later = refused.rtt(19_000 * MS).unwrap();
+        assert!(
+            (0.7 * MS as f64..0.8 * MS as f64).contains(&later),
             "{later}"
         );
     }

@@ -302,3 +302,34 @@ fn a_tripped_breaker_can_redirect_keeping_the_path() {
         Some("http://fallback.local/docs/page")
     );
 }
+
+#[test]
+fn a_server_restarted_on_its_address_gets_requests_again_within_seconds() {
+    let steady = Origin::ok();
+    let down = PortHold::new();
+    let rw = Ringway::start(&routes(&[steady.addr, down.addr()], None, &[]), "");
+    // The p2c balancer tries the server that is down, is refused, and from then on sends
+    // everything to the steady one.
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(get(rw.addr, "/x").status);
+    }
+    let steady_seen = steady.seen().len();
+    assert!(
+        statuses.iter().filter(|&&s| s == 200).count() >= 38 && steady_seen >= 38,
+        "{statuses:?}, steady saw {steady_seen}"
+    );
+    // It comes back on the same address: a refused connection says the server was down, not
+    // that it is slow, so it is back in the comparison within seconds (a server that timed out
+    // stays avoided for longer: its charge fades like a slow answer).
+    let revived = Origin::start_on(down.release(), |_| Reply::ok("back"));
+    let back = eventually(Duration::from_secs(20), || {
+        get(rw.addr, "/x").text() == "back"
+    });
+    assert!(
+        back,
+        "the restarted server got no request for 20 s\n{}",
+        rw.log()
+    );
+    assert!(!revived.seen().is_empty());
+}
