@@ -45,6 +45,9 @@ pub enum EtcdError {
         what: &'static str,
         source: etcd_client::Error,
     },
+    /// Every endpoint of a cluster failed: what each said, in the order they were tried.
+    #[error("no etcd endpoint answered: {}", join_errors(.0))]
+    NoEndpoint(Vec<EtcdError>),
     #[error("etcd TLS file {file}: {reason}")]
     TlsFile {
         file: std::path::PathBuf,
@@ -56,6 +59,11 @@ pub enum EtcdError {
     Tls { endpoint: String, reason: String },
     #[error("cannot start the etcd control runtime: {0}")]
     Runtime(std::io::Error),
+}
+
+fn join_errors(errors: &[EtcdError]) -> String {
+    let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    texts.join("; ")
 }
 
 impl EtcdError {
@@ -138,13 +146,14 @@ pub async fn connect(cfg: &EtcdConfig) -> Result<Client, EtcdError> {
 }
 
 /// Try the endpoints in turn from index `start` (wrapping), each within the dial deadline; the
-/// first member that answers a one-key read wins. The error is the last member's. The TLS
+/// first member that answers a one-key read wins. When none does, the error names what each
+/// member said (a single endpoint's error stands alone). The TLS
 /// files are read on every connect, so a reconnect picks up renewed certificates; when TLS is
 /// on and no member can be used, a handshake of ringway's own says whether TLS is why.
 pub async fn connect_from(cfg: &EtcdConfig, start: usize) -> Result<Member, EtcdError> {
     let tls = EtcdTls::load(cfg)?;
     let n = cfg.endpoints.len().max(1);
-    let mut last = None;
+    let mut failed = Vec::with_capacity(n);
     for i in 0..n {
         let endpoint = (start + i) % n;
         match connect_one(cfg, endpoint, tls.as_ref()).await {
@@ -153,11 +162,15 @@ pub async fn connect_from(cfg: &EtcdConfig, start: usize) -> Result<Member, Etcd
                 if n > 1 {
                     tracing::debug!("{e}; trying the next endpoint");
                 }
-                last = Some(e);
+                failed.push(e);
             }
         }
     }
-    let err = last.unwrap_or_else(|| EtcdError::timeout(cfg, "connect"));
+    let err = match failed.len() {
+        0 => EtcdError::timeout(cfg, "connect"),
+        1 => failed.remove(0),
+        _ => EtcdError::NoEndpoint(failed),
+    };
     let Some(tls) = tls else {
         return Err(err);
     };

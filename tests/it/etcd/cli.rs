@@ -157,23 +157,30 @@ fn register_once_is_idempotent_and_an_unreachable_etcd_is_named() {
     }
     assert!(kv.get("backends/svc/servers/i1").unwrap().contains(&url));
 
+    // An unreachable etcd is named; with a cluster, every endpoint that failed is.
+    let unreachable = |endpoints: &[&str]| {
+        let mut args = vec!["register"];
+        for e in endpoints {
+            args.extend(["--etcd", e]);
+        }
+        args.extend(["--backend", "svc", "--url", &url, "--dial-timeout", "1s"]);
+        let t = Instant::now();
+        let out = ringway(&args);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let last = err.lines().last().unwrap_or_default().to_string();
+        assert!(endpoints.iter().all(|e| last.contains(e)), "{err}");
+        last
+    };
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let t = Instant::now();
-    let out = ringway(&[
-        "register",
-        "--etcd",
-        &dead,
-        "--backend",
-        "svc",
-        "--url",
-        &url,
-        "--dial-timeout",
-        "1s",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&dead), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(5));
+    unreachable(&[&dead]);
+    let (first, second) = (
+        format!("http://127.0.0.1:{}", free_port()),
+        format!("http://127.0.0.1:{}", free_port()),
+    );
+    let last = unreachable(&[&first, &second]);
+    assert!(last.contains("no etcd endpoint answered"), "{last}");
 }
 
 fn etcd_profile(dir: &TempDir, endpoint: &str) -> String {
