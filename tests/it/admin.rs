@@ -670,6 +670,7 @@ fn a_deferring_listener_takes_a_connection_once_it_speaks() {
     let mut attempts = 0;
     loop {
         attempts += 1;
+        let before = open();
         let start = Instant::now();
         let mut client = TcpStream::connect(rw.addr).unwrap();
         std::thread::sleep(Duration::from_millis(200));
@@ -677,12 +678,13 @@ fn a_deferring_listener_takes_a_connection_once_it_speaks() {
         if start.elapsed() >= Duration::from_millis(800) {
             assert!(attempts < 5, "every attempt took over 800 ms");
             drop(client);
-            open_becomes(1.0);
+            // Its close hands it over and ends it: let that pass before the next attempt.
+            std::thread::sleep(Duration::from_millis(500));
             continue;
         }
-        assert_eq!(
-            seen, 1.0,
-            "a silent connection was taken before it sent anything"
+        assert!(
+            seen <= before,
+            "a silent connection was taken before it sent anything ({before} -> {seen})"
         );
         // Once it speaks it is served like any other.
         client
