@@ -4,17 +4,25 @@
 //! mimalloc's aligned entry points (`mi_malloc_aligned` and friends) serve a request from the
 //! size-class fast path only up to 1 KiB; a larger block whose size is not a power of two is
 //! over-allocated, adjusted and its page marked as holding interior pointers, which makes
-//! every later free on that page look the block's start up. Every mimalloc block is at least
-//! word-aligned, so requests that need no more than that go to `mi_malloc`, `mi_zalloc` and
-//! `mi_realloc`; the rest keep the aligned calls.
+//! every later free on that page look the block's start up. mimalloc's size classes are whole
+//! double words, so a plain block of 16 bytes or more is 16-byte aligned and a smaller one
+//! word-aligned: requests that need no more than that (the rule Rust's own `System` allocator
+//! applies to `malloc`) go to `mi_malloc`, `mi_zalloc` and `mi_realloc`; the rest keep the
+//! aligned calls.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
 
 use libmimalloc_sys as mi;
 
-/// Alignment every block `mi_malloc` returns has: its size classes are whole words.
-const PLAIN_ALIGN: usize = std::mem::size_of::<usize>();
+/// Alignment of every plain block of at least this many bytes (`MI_MAX_ALIGN_SIZE`).
+const PLAIN_ALIGN: usize = 16;
+
+/// Whether a plain block of `size` bytes is aligned to `align`.
+#[inline]
+fn plain(align: usize, size: usize) -> bool {
+    align <= PLAIN_ALIGN && align <= size
+}
 
 /// mimalloc as the global allocator (see the module documentation).
 pub struct Mimalloc;
@@ -25,19 +33,21 @@ pub struct Mimalloc;
 unsafe impl GlobalAlloc for Mimalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= PLAIN_ALIGN {
-            mi::mi_malloc(layout.size()).cast()
+        let (size, align) = (layout.size(), layout.align());
+        if plain(align, size) {
+            mi::mi_malloc(size).cast()
         } else {
-            mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
+            mi::mi_malloc_aligned(size, align).cast()
         }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= PLAIN_ALIGN {
-            mi::mi_zalloc(layout.size()).cast()
+        let (size, align) = (layout.size(), layout.align());
+        if plain(align, size) {
+            mi::mi_zalloc(size).cast()
         } else {
-            mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
+            mi::mi_zalloc_aligned(size, align).cast()
         }
     }
 
@@ -48,10 +58,11 @@ unsafe impl GlobalAlloc for Mimalloc {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if layout.align() <= PLAIN_ALIGN {
-            mi::mi_realloc(ptr.cast::<c_void>(), new_size).cast()
+        let ptr = ptr.cast::<c_void>();
+        if plain(layout.align(), new_size) {
+            mi::mi_realloc(ptr, new_size).cast()
         } else {
-            mi::mi_realloc_aligned(ptr.cast::<c_void>(), new_size, layout.align()).cast()
+            mi::mi_realloc_aligned(ptr, new_size, layout.align()).cast()
         }
     }
 }
