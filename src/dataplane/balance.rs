@@ -288,12 +288,19 @@ impl Upstreams {
 
     /// The attempt's response head arrived `rtt` after its request went out.
     pub fn observe(&self, flight: &InFlight<'_>, rtt: Duration, now: Instant) {
+        self.estimate(flight, now, |ewma, ns| {
+            ewma.observe(rtt.as_nanos() as u64, ns)
+        });
+    }
+
+    /// Update the estimate of a timed attempt's server with `f(estimate, now in ns)`.
+    fn estimate(&self, flight: &InFlight<'_>, now: Instant, f: impl FnOnce(&mut PeakEwma, u64)) {
         let Some(addr) = flight.addr.filter(|_| flight.timed) else {
             return;
         };
         let ns = self.ns(now);
         if let Some(l) = self.load.borrow_mut().get_mut(&addr) {
-            l.ewma.observe(rtt.as_nanos() as u64, ns);
+            f(&mut l.ewma, ns);
         }
     }
 
@@ -311,17 +318,14 @@ impl Upstreams {
         refused: bool,
         now: Instant,
     ) {
-        let charge = elapsed.max(floor);
-        if !refused {
-            return self.observe(flight, charge, now);
-        }
-        let Some(addr) = flight.addr.filter(|_| flight.timed) else {
-            return;
-        };
-        let ns = self.ns(now);
-        if let Some(l) = self.load.borrow_mut().get_mut(&addr) {
-            l.ewma.charge_refused(charge.as_nanos() as u64, ns);
-        }
+        let charge = elapsed.max(floor).as_nanos() as u64;
+        self.estimate(flight, now, |ewma, ns| {
+            if refused {
+                ewma.charge_refused(charge, ns)
+            } else {
+                ewma.observe(charge, ns)
+            }
+        });
     }
 
     /// Whether attempts on this backend are timed for the balancer.
