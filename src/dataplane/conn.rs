@@ -201,11 +201,8 @@ pub fn serve(
                 // The peer address is the one accept reported, kept in the socket's own meta
                 // (no copy in the task, no syscall).
                 let peer = stream.tcp().peer_addr().unwrap_or(UNKNOWN_PEER);
-                let active = Box::pin(spell(
-                    Conn::new(&w, stream, peer, listener.clone(), trusted_hop),
-                    &w,
-                    resumed,
-                ));
+                let conn = Conn::new(&w, stream, peer, listener.clone(), trusted_hop);
+                let active = boxed(|| spell(conn, &w, resumed));
                 // The spell's outcome is dropped within this block, so it takes no room in
                 // the task while the connection waits cold.
                 let deadline = {
@@ -243,6 +240,16 @@ async fn establish(w: &Worker, listener: &ListenerCtx, stream: NetStream) -> Opt
             .map(|s| NetStream::Tls(Box::new(s))),
         (_, stream) => Some(stream),
     }
+}
+
+/// A future pinned in its own allocation, built there: `Box::pin(f)` builds `f` on the stack
+/// and then copies it (several KiB for an exchange) into the heap.
+#[inline(always)]
+fn boxed<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    let mut slot = Box::<F>::new_uninit();
+    slot.write(make());
+    // SAFETY: the value was written just above.
+    Box::into_pin(unsafe { slot.assume_init() })
 }
 
 /// Serve requests until the connection closes or goes cold; gives the socket back.
@@ -405,7 +412,7 @@ impl Conn {
             // task stays small instead of reserving room for the largest exchange state.
             self.request_id = None;
             self.continue_sent = false;
-            let next = Box::pin(self.handle(w, head)).await;
+            let next = boxed(|| self.handle(w, head)).await;
             self.end_request(w, true, !matches!(next, Next::KeepAlive));
             self.return_scratch(w);
             match next {

@@ -74,18 +74,21 @@ impl NetStream {
     }
 }
 
+// The TLS arms' futures are boxed: they are several hundred bytes larger than plain TCP's,
+// and an unboxed arm sizes every caller's state (and each move of it) for TLS even on plain
+// connections. One allocation per TLS operation is small beside its record encryption.
 impl AsyncReadRent for NetStream {
     async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             NetStream::Plain(s) => s.read(buf).await,
-            NetStream::Tls(t) => t.read(buf).await,
+            NetStream::Tls(t) => Box::pin(t.read(buf)).await,
         }
     }
 
     async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             NetStream::Plain(s) => s.readv(buf).await,
-            NetStream::Tls(t) => t.readv(buf).await,
+            NetStream::Tls(t) => Box::pin(t.readv(buf)).await,
         }
     }
 }
@@ -98,7 +101,7 @@ impl CancelableAsyncReadRent for NetStream {
     ) -> BufResult<usize, T> {
         match self {
             NetStream::Plain(s) => s.cancelable_read(buf, c).await,
-            NetStream::Tls(t) => t.cancelable_read(buf, c).await,
+            NetStream::Tls(t) => Box::pin(t.cancelable_read(buf, c)).await,
         }
     }
 
@@ -109,7 +112,7 @@ impl CancelableAsyncReadRent for NetStream {
     ) -> BufResult<usize, T> {
         match self {
             NetStream::Plain(s) => s.cancelable_readv(buf, c).await,
-            NetStream::Tls(t) => t.cancelable_readv(buf, c).await,
+            NetStream::Tls(t) => Box::pin(t.cancelable_readv(buf, c)).await,
         }
     }
 }
@@ -118,28 +121,28 @@ impl AsyncWriteRent for NetStream {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             NetStream::Plain(s) => s.write(buf).await,
-            NetStream::Tls(t) => t.write(buf).await,
+            NetStream::Tls(t) => Box::pin(t.write(buf)).await,
         }
     }
 
     async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         match self {
             NetStream::Plain(s) => s.writev(buf).await,
-            NetStream::Tls(t) => t.writev(buf).await,
+            NetStream::Tls(t) => Box::pin(t.writev(buf)).await,
         }
     }
 
     async fn flush(&mut self) -> io::Result<()> {
         match self {
             NetStream::Plain(s) => s.flush().await,
-            NetStream::Tls(t) => t.flush().await,
+            NetStream::Tls(t) => Box::pin(t.flush()).await,
         }
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
         match self {
             NetStream::Plain(s) => s.shutdown().await,
-            NetStream::Tls(t) => t.shutdown().await,
+            NetStream::Tls(t) => Box::pin(t.shutdown()).await,
         }
     }
 }
