@@ -248,6 +248,17 @@ pub async fn proxy(
                 } else {
                     w.upstreams.neutral(&pick);
                 }
+                // A server that left a connection attempt or a request unanswered is likely
+                // silent on its other connections too (a partitioned host, a firewall that
+                // dropped idle flows): each of its pooled ones would cost the next request the
+                // same deadline, and a request not safe to repeat its 504. New connections
+                // fail fast or work, and a failed connection is retried elsewhere.
+                if matches!(
+                    err,
+                    ProxyError::UpstreamTimeout | ProxyError::ConnectTimeout
+                ) {
+                    w.upstreams.forget(server.addr);
+                }
                 // A pooled connection the server had closed says nothing about the server:
                 // the same server again on a new connection, when the request cannot have
                 // been acted on or acting twice is harmless.

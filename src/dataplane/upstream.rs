@@ -251,8 +251,8 @@ impl Upstreams {
         idle.retain(|_, l| !l.is_empty());
     }
 
-    /// Close this worker's idle connections to `addr` (a server just ejected: they are
-    /// suspect too).
+    /// Close this worker's idle connections to `addr` (a server just ejected, or one that
+    /// let a request or a connection attempt time out: they are suspect too).
     pub fn forget(&self, addr: SocketAddr) {
         if let Some(list) = self.idle.borrow_mut().remove(&addr) {
             list.iter().for_each(|c| self.release(c));

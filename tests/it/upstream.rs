@@ -287,6 +287,72 @@ fn post_on_a_pooled_connection_is_not_replayed_when_the_upstream_dies() {
 }
 
 #[test]
+fn one_pooled_connection_timing_out_closes_the_servers_other_idle_ones() {
+    // A firewall dropped the idle flows (or the host went silent): the connections ringway
+    // pooled earlier take requests and never answer, while new connections work. The first
+    // request sent on one of them can only time out; the next must not be sent on another.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    for (driver, profile) in DRIVERS {
+        let cut = Arc::new(AtomicUsize::new(usize::MAX));
+        let seen_cut = cut.clone();
+        let origin = Origin::start(move |s| {
+            let cut = seen_cut.load(Ordering::SeqCst);
+            if s.conn < cut && cut != usize::MAX {
+                Reply::After(Duration::from_secs(3), Box::new(Reply::ok("too late")))
+            } else if cut == usize::MAX {
+                // Slow enough that concurrent requests each need a connection of their own.
+                Reply::After(Duration::from_millis(150), Box::new(Reply::ok("warm")))
+            } else {
+                Reply::ok("fresh")
+            }
+        });
+        let profile = format!("{profile}[timeouts]\nupstream_read_ms = 300\n");
+        let rw = Ringway::start(&catch_all(&[origin.addr]), &profile);
+        let warm: Vec<_> = (0..3)
+            .map(|_| std::thread::spawn(move || get(rw.addr, "/warm").text()))
+            .collect();
+        for w in warm {
+            assert_eq!(w.join().unwrap(), "warm", "{driver}");
+        }
+        assert_eq!(
+            origin.connections(),
+            3,
+            "{driver}: three pooled connections"
+        );
+        cut.store(3, Ordering::SeqCst);
+        let post = |path: &str| {
+            let raw = format!(
+                "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\nConnection: close\r\n\r\namount=10"
+            );
+            crate::harness::request(rw.addr, raw.as_bytes()).expect("a response")
+        };
+        let first = post("/first");
+        assert_eq!(first.status, 504, "{driver}: {}", first.text());
+        let second = post("/second");
+        assert_eq!(
+            (second.status, second.text().as_str()),
+            (200, "fresh"),
+            "{driver}: the second POST went to another silent pooled connection\n{}",
+            rw.log()
+        );
+        let on = |path: &str| {
+            let seen = origin.seen();
+            seen.iter()
+                .filter(|s| s.target == path)
+                .map(|s| s.conn)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            on("/first").len(),
+            1,
+            "{driver}: the POST that timed out was not repeated"
+        );
+        assert!(on("/second")[0] >= 3, "{driver}: {:?}", on("/second"));
+    }
+}
+
+#[test]
 fn sequential_requests_use_at_most_one_upstream_connection_per_worker() {
     let origin = Origin::ok();
     let rw = Ringway::start_with_workers(&catch_all(&[origin.addr]), "", 2);
