@@ -647,10 +647,17 @@ def render_svg(summary):
 
 
 def cmd_report(args):
+    # Rounds pair proxies measured minutes apart: each further run's rounds are numbered on
+    # from the last one's, so no ratio ever compares records from two different runs.
     recs = []
     for path in args.results:
-        recs.extend(load(path))
+        offset = max((r["round"] for r in recs), default=0)
+        for r in load(path):
+            r["round"] += offset
+            recs.append(r)
     meta = json.loads(open(args.meta).read())
+    if len(args.results) > 1:
+        meta["rounds"] = len({r["round"] for r in recs})
     for note in args.note or []:
         meta.setdefault("notes", []).append(note)
     summary = summarise(recs)
