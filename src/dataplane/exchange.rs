@@ -318,16 +318,23 @@ pub(super) struct Target<'a> {
 /// A new connection to `server` (and its TLS handshake), within `limit` (a millisecond timer:
 /// dial timeouts are often set well below the worker's 50 ms tick). Boxed by its caller: the
 /// timer is 128-byte aligned, and inline it would make every exchange's state an over-aligned
-/// allocation, which takes the allocator's slow path on every request.
+/// allocation, which takes the allocator's slow path on every request. With `probes` (the
+/// backend's `KeepAlive.Period`), TCP keep-alive probes go out after that long without traffic
+/// and then every `probes`, as vulcand's dialer sends them: a server whose host vanished under
+/// a long request or a tunnel is found by the kernel instead of waiting out the deadline.
 async fn dial_server(
     w: &Worker,
     server: &Server,
     addr: std::net::SocketAddr,
     limit: std::time::Duration,
+    probes: Option<std::time::Duration>,
 ) -> Result<NetStream, ProxyError> {
     match monoio::time::timeout(limit, TcpStream::connect_addr(addr)).await {
         Ok(Ok(mut s)) => {
             let _ = s.set_nodelay(true);
+            if let Some(period) = probes.filter(|p| !p.is_zero()) {
+                keep_alive_probes(&s, period);
+            }
             s.set_send_vectorized(w.send_vectorized);
             match &server.tls {
                 None => Ok(NetStream::Plain(s)),
@@ -337,6 +344,22 @@ async fn dial_server(
         }
         Ok(Err(e)) => Err(ProxyError::Connect(e)),
         Err(_) => Err(ProxyError::ConnectTimeout),
+    }
+}
+
+/// Turn on TCP keep-alive probes: the first after `period` without traffic, then one every
+/// `period` (the kernel's probe count, 9 by default, before it gives up on the connection).
+fn keep_alive_probes(s: &TcpStream, period: std::time::Duration) {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // Whole seconds, at least one: the kernel's unit.
+    let period = period.max(std::time::Duration::from_secs(1));
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(period)
+        .with_interval(period);
+    // SAFETY: the descriptor belongs to `s`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) };
+    if let Err(e) = socket2::SockRef::from(&fd).set_tcp_keepalive(&probes) {
+        tracing::debug!("TCP keep-alive on an upstream connection: {e}");
     }
 }
 
@@ -393,7 +416,8 @@ async fn attempt(
         None => {
             let dial = be.settings.dial_timeout.unwrap_or(w.cfg.timeouts.connect());
             // Out of line: see `dial_server`.
-            let err = Box::pin(dial_server(w, server, addr, dial)).await;
+            let probes = be.settings.keepalive_period;
+            let err = Box::pin(dial_server(w, server, addr, dial, probes)).await;
             match err {
                 Ok(s) => (s, None),
                 Err(err) => {

@@ -302,12 +302,13 @@ fn one_pooled_connection_timing_out_closes_the_servers_other_idle_ones() {
                 Reply::After(Duration::from_secs(3), Box::new(Reply::ok("too late")))
             } else if cut == usize::MAX {
                 // Slow enough that concurrent requests each need a connection of their own.
-                Reply::After(Duration::from_millis(150), Box::new(Reply::ok("warm")))
+                Reply::After(Duration::from_millis(400), Box::new(Reply::ok("warm")))
             } else {
                 Reply::ok("fresh")
             }
         });
-        let profile = format!("{profile}[timeouts]\nupstream_read_ms = 300\n");
+        // Long enough that a fresh answer on a busy machine is never late.
+        let profile = format!("{profile}[timeouts]\nupstream_read_ms = 1000\n");
         let rw = Ringway::start(&catch_all(&[origin.addr]), &profile);
         let warm: Vec<_> = (0..3)
             .map(|_| std::thread::spawn(move || get(rw.addr, "/warm").text()))
@@ -350,6 +351,53 @@ fn one_pooled_connection_timing_out_closes_the_servers_other_idle_ones() {
         );
         assert!(on("/second")[0] >= 3, "{driver}: {:?}", on("/second"));
     }
+}
+
+#[test]
+fn a_backends_keepalive_period_turns_on_tcp_keep_alive_probes_on_its_connections() {
+    // vulcand's dialer sends TCP keep-alive probes every `KeepAlive.Period`; ringway's
+    // connections to such a backend's servers carry the same timer, and those of a backend
+    // without the setting none.
+    let probed = Origin::ok();
+    let plain = Origin::ok();
+    let routes = serde_json::json!({
+        "/vulcand/backends/ka/backend":
+            {"Type": "http", "Settings": {"KeepAlive": {"Period": "7s"}}},
+        "/vulcand/backends/ka/servers/s": {"URL": format!("http://{}", probed.addr)},
+        "/vulcand/backends/plain/backend": {"Type": "http"},
+        "/vulcand/backends/plain/servers/s": {"URL": format!("http://{}", plain.addr)},
+        "/vulcand/frontends/ka/frontend":
+            {"Type": "http", "BackendId": "ka", "Route": "PathPrefix(`/ka`)"},
+        "/vulcand/frontends/plain/frontend":
+            {"Type": "http", "BackendId": "plain", "Route": "PathPrefix(`/plain`)"},
+    });
+    let rw = Ringway::start(&routes.to_string(), "");
+    assert_eq!(get(rw.addr, "/ka").status, 200);
+    assert_eq!(get(rw.addr, "/plain").status, 200);
+    // The timer on ringway's end of its pooled connection to `server`, from the kernel's
+    // socket table: (kind, seconds left); kind 2 is the keep-alive timer, 0 none. The time is
+    // in clock ticks, 100 a second (USER_HZ).
+    let timer_to = |server: SocketAddr| -> Option<(u8, f64)> {
+        let remote = format!("0100007F:{:04X}", server.port());
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        table.lines().skip(1).find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // Fields: slot, local, remote, state (01: established), queues, timer:when.
+            if f.len() < 6 || f[2] != remote || f[3] != "01" {
+                return None;
+            }
+            let (kind, when) = f[5].split_once(':')?;
+            let ticks = u64::from_str_radix(when, 16).ok()?;
+            Some((u8::from_str_radix(kind, 16).ok()?, ticks as f64 / 100.0))
+        })
+    };
+    let probing = timer_to(probed.addr);
+    assert!(
+        probing.is_some_and(|(kind, left)| kind == 2 && left > 0.0 && left <= 7.0),
+        "no keep-alive timer of at most 7 s: {probing:?}"
+    );
+    let quiet = timer_to(plain.addr);
+    assert_eq!(quiet.map(|(kind, _)| kind), Some(0), "{quiet:?}");
 }
 
 #[test]
