@@ -315,8 +315,9 @@ pub(super) struct Target<'a> {
     rewrite: Option<Rewrite<'a>>,
 }
 
-/// A new connection to `server` (and its TLS handshake), within `limit` (a millisecond timer:
-/// dial timeouts are often set well below the worker's 50 ms tick). Boxed by its caller: the
+/// A new connection to `server` within `limit`, and its TLS handshake within `handshake`
+/// (the backend's `Timeouts.TLSHandshake`, else `limit`). Both are millisecond timers:
+/// dial timeouts are often set well below the worker's 50 ms tick. Boxed by its caller: the
 /// timer is 128-byte aligned, and inline it would make every exchange's state an over-aligned
 /// allocation, which takes the allocator's slow path on every request. With `probes` (the
 /// backend's `KeepAlive.Period`), TCP keep-alive probes go out after that long without traffic
@@ -327,6 +328,7 @@ async fn dial_server(
     server: &Server,
     addr: std::net::SocketAddr,
     limit: std::time::Duration,
+    handshake: std::time::Duration,
     probes: Option<std::time::Duration>,
 ) -> Result<NetStream, ProxyError> {
     match monoio::time::timeout(limit, TcpStream::connect_addr(addr)).await {
@@ -338,8 +340,8 @@ async fn dial_server(
             s.set_send_vectorized(w.send_vectorized);
             match &server.tls {
                 None => Ok(NetStream::Plain(s)),
-                // The handshake has a connect deadline of its own.
-                Some(name) => tls_connect(w, s, name, limit).await,
+                // The handshake has a deadline of its own.
+                Some(name) => tls_connect(w, s, name, handshake).await,
             }
         }
         Ok(Err(e)) => Err(ProxyError::Connect(e)),
@@ -416,8 +418,9 @@ async fn attempt(
         None => {
             let dial = be.settings.dial_timeout.unwrap_or(w.cfg.timeouts.connect());
             // Out of line: see `dial_server`.
+            let handshake = be.settings.tls_handshake_timeout.unwrap_or(dial);
             let probes = be.settings.keepalive_period;
-            let err = Box::pin(dial_server(w, server, addr, dial, probes)).await;
+            let err = Box::pin(dial_server(w, server, addr, dial, handshake, probes)).await;
             match err {
                 Ok(s) => (s, None),
                 Err(err) => {

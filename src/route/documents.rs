@@ -62,6 +62,8 @@ struct BackendSettingsDoc {
 struct TimeoutsDoc {
     read: Option<String>,
     dial: Option<String>,
+    #[serde(rename = "TLSHandshake")]
+    tls_handshake: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -246,8 +248,6 @@ fn backend(value: &str, notes: &mut Vec<String>) -> Result<BackendSettings, Stri
     let settings = doc.settings.unwrap_or_default();
     let timeouts = settings.timeouts.unwrap_or_default();
     let keep_alive = settings.keep_alive.unwrap_or_default();
-    // `Timeouts.TLSHandshake` is left alone: vulcand writes it into every backend's settings
-    // and it means nothing for plain-HTTP servers.
     if settings.tls.as_ref().is_some_and(|t| !t.is_null()) {
         notes.push(
             "Settings.TLS is not supported: https:// servers are verified against [upstream] \
@@ -258,6 +258,8 @@ fn backend(value: &str, notes: &mut Vec<String>) -> Result<BackendSettings, Stri
     Ok(BackendSettings {
         read_timeout: duration("Settings.Timeouts.Read", timeouts.read)?,
         dial_timeout: duration("Settings.Timeouts.Dial", timeouts.dial)?,
+        // vulcand writes it into every backend's settings; only `https://` servers use it.
+        tls_handshake_timeout: duration("Settings.Timeouts.TLSHandshake", timeouts.tls_handshake)?,
         keepalive_period: duration("Settings.KeepAlive.Period", keep_alive.period)?,
         max_idle_per_host: keep_alive.max_idle_conns_per_host.filter(|&n| n > 0),
     })

@@ -99,7 +99,11 @@ pub struct BackendSettings {
     pub read_timeout: Option<Duration>,
     /// `Timeouts.Dial`: connect deadline.
     pub dial_timeout: Option<Duration>,
-    /// `KeepAlive.Period`: how long an idle upstream connection is kept.
+    /// `Timeouts.TLSHandshake`: deadline for the TLS handshake with an `https://` server
+    /// (else the dial deadline).
+    pub tls_handshake_timeout: Option<Duration>,
+    /// `KeepAlive.Period`: how long an idle upstream connection is kept, and the TCP
+    /// keep-alive probe period on connections to the backend's servers.
     pub keepalive_period: Option<Duration>,
     /// `KeepAlive.MaxIdleConnsPerHost`.
     pub max_idle_per_host: Option<usize>,

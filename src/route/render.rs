@@ -166,6 +166,7 @@ impl RouteTable {
                     "settings": {
                         "read_timeout_ms": duration_ms(b.settings.read_timeout),
                         "dial_timeout_ms": duration_ms(b.settings.dial_timeout),
+                        "tls_handshake_timeout_ms": duration_ms(b.settings.tls_handshake_timeout),
                         "keepalive_period_ms": duration_ms(b.settings.keepalive_period),
                         "max_idle_per_host": b.settings.max_idle_per_host,
                     },

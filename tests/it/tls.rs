@@ -1081,6 +1081,34 @@ fn an_https_server_with_an_unknown_ca_or_another_name_gets_502() {
     );
 }
 
+#[test]
+fn an_https_server_that_never_answers_the_handshake_gets_504_after_the_backends_tls_handshake_timeout(
+) {
+    // It accepts the connection and says nothing: the dial succeeded, the handshake hangs.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let routes = serde_json::json!({
+        "/vulcand/backends/b1/backend": {"Type": "http", "Settings":
+            {"Timeouts": {"Dial": "5s", "TLSHandshake": "300ms"}}},
+        "/vulcand/backends/b1/servers/s1": {"URL": format!("https://{addr}")},
+        "/vulcand/frontends/f1/frontend":
+            {"Type": "http", "BackendId": "b1", "Route": "PathPrefix(`/`)"},
+    });
+    let rw = Ringway::start(&routes.to_string(), "");
+    let started = std::time::Instant::now();
+    let r = get(rw.addr, "/x");
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{}\n{}", r.text(), rw.log());
+    // The dial deadline (5 s) would have let it hang far longer.
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+}
+
 /// vulcand's `<prefix>/hosts/<name>/host` document with `name`'s key pair sealed under `key`.
 fn sealed_host(pki: &Pki, name: &str, file: &str, key: &ringway::tls::hosts::SealKey) -> String {
     use base64::Engine as _;

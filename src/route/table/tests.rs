@@ -118,6 +118,10 @@ fn vulcand_sample_documents_compile_verbatim() {
     assert_eq!(&*b.id, "b2");
     assert_eq!(b.settings.read_timeout, Some(Duration::from_secs(5)));
     assert_eq!(b.settings.dial_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(
+        b.settings.tls_handshake_timeout,
+        Some(Duration::from_secs(10))
+    );
     assert_eq!(b.settings.keepalive_period, Some(Duration::from_secs(30)));
     assert_eq!(b.settings.max_idle_per_host, Some(12));
     let servers: Vec<_> = b
