@@ -228,11 +228,13 @@ fn json<'a, T: Deserialize<'a>>(value: &'a str) -> Result<T, String> {
     serde_json::from_str(value).map_err(|e| format!("invalid document: {e}"))
 }
 
+/// A Go duration setting; zero is Go's "no limit", which leaves ringway's own default in
+/// place (every deadline of ringway's is bounded).
 fn duration(field: &str, value: Option<String>) -> Result<Option<Duration>, String> {
     match value.as_deref() {
         None | Some("") => Ok(None),
         Some(text) => parse_go_duration(text)
-            .map(Some)
+            .map(|d| Some(d).filter(|d| !d.is_zero()))
             .map_err(|e| format!("{field}: {e}")),
     }
 }

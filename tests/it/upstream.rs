@@ -401,6 +401,28 @@ fn a_backends_keepalive_period_turns_on_tcp_keep_alive_probes_on_its_connections
 }
 
 #[test]
+fn zero_backend_timeouts_mean_no_limit_of_their_own_as_in_go() {
+    // vulcand's settings are Go durations, where zero means "no limit": the profile's
+    // deadlines apply, not a deadline that has already passed.
+    let origin =
+        Origin::start(|_| Reply::After(Duration::from_millis(50), Box::new(Reply::ok("ok"))));
+    let routes = serde_json::json!({
+        "/vulcand/backends/b/backend": {"Type": "http", "Settings": {
+            "Timeouts": {"Read": "0s", "Dial": "0s", "TLSHandshake": "0s"},
+            "KeepAlive": {"Period": "0s"}}},
+        "/vulcand/backends/b/servers/s": {"URL": format!("http://{}", origin.addr)},
+        "/vulcand/frontends/f/frontend":
+            {"Type": "http", "BackendId": "b", "Route": "PathPrefix(`/`)"},
+    });
+    let rw = Ringway::start(&routes.to_string(), "");
+    for _ in 0..3 {
+        let r = get(rw.addr, "/x");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{}", rw.log());
+    }
+    assert_eq!(origin.connections(), 1, "the pooled connection was reused");
+}
+
+#[test]
 fn sequential_requests_use_at_most_one_upstream_connection_per_worker() {
     let origin = Origin::ok();
     let rw = Ringway::start_with_workers(&catch_all(&[origin.addr]), "", 2);
