@@ -334,7 +334,7 @@ async fn dial_server(
     match monoio::time::timeout(limit, TcpStream::connect_addr(addr)).await {
         Ok(Ok(mut s)) => {
             let _ = s.set_nodelay(true);
-            if let Some(period) = probes.filter(|p| !p.is_zero()) {
+            if let Some(period) = probes {
                 keep_alive_probes(&s, period);
             }
             s.set_send_vectorized(w.send_vectorized);

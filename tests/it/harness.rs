@@ -162,6 +162,14 @@ pub fn routes_json(backends: &[(&str, &[SocketAddr])], frontends: &[(&str, &str,
     serde_json::Value::Object(map).to_string()
 }
 
+/// `routes` (a routes file) with backend `bid`'s document carrying vulcand's `settings`
+/// (`{"Timeouts": ..., "KeepAlive": ...}`).
+pub fn with_backend_settings(routes: &str, bid: &str, settings: serde_json::Value) -> String {
+    let mut map: serde_json::Value = serde_json::from_str(routes).expect("routes JSON");
+    map[format!("/vulcand/backends/{bid}/backend")]["Settings"] = settings;
+    map.to_string()
+}
+
 /// Routes-file entries of backend `bid` with `servers` (ids s0, s1, ... in this order), as a
 /// JSON map to add frontends to.
 pub fn backend_entries(

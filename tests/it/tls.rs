@@ -1093,14 +1093,13 @@ fn an_https_server_that_never_answers_the_handshake_gets_504_after_the_backends_
             held.push(c);
         }
     });
-    let routes = serde_json::json!({
-        "/vulcand/backends/b1/backend": {"Type": "http", "Settings":
-            {"Timeouts": {"Dial": "5s", "TLSHandshake": "300ms"}}},
-        "/vulcand/backends/b1/servers/s1": {"URL": format!("https://{addr}")},
-        "/vulcand/frontends/f1/frontend":
-            {"Type": "http", "BackendId": "b1", "Route": "PathPrefix(`/`)"},
-    });
-    let rw = Ringway::start(&routes.to_string(), "");
+    let settings = serde_json::json!({"Timeouts": {"Dial": "5s", "TLSHandshake": "300ms"}});
+    let routes = crate::harness::with_backend_settings(
+        &routes_to(&format!("https://{addr}")),
+        "b1",
+        settings,
+    );
+    let rw = Ringway::start(&routes, "");
     let started = std::time::Instant::now();
     let r = get(rw.addr, "/x");
     let took = started.elapsed();

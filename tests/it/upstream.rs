@@ -5,7 +5,9 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::harness::{catch_all, get, routes_json, Client, PortHold, Ringway, DRIVERS};
+use crate::harness::{
+    catch_all, get, routes_json, with_backend_settings, Client, PortHold, Ringway, DRIVERS,
+};
 use crate::origin::{Origin, Reply};
 
 /// A loopback port with nothing listening (connecting is refused), reserved for the test.
@@ -360,18 +362,19 @@ fn a_backends_keepalive_period_turns_on_tcp_keep_alive_probes_on_its_connections
     // without the setting none.
     let probed = Origin::ok();
     let plain = Origin::ok();
-    let routes = serde_json::json!({
-        "/vulcand/backends/ka/backend":
-            {"Type": "http", "Settings": {"KeepAlive": {"Period": "7s"}}},
-        "/vulcand/backends/ka/servers/s": {"URL": format!("http://{}", probed.addr)},
-        "/vulcand/backends/plain/backend": {"Type": "http"},
-        "/vulcand/backends/plain/servers/s": {"URL": format!("http://{}", plain.addr)},
-        "/vulcand/frontends/ka/frontend":
-            {"Type": "http", "BackendId": "ka", "Route": "PathPrefix(`/ka`)"},
-        "/vulcand/frontends/plain/frontend":
-            {"Type": "http", "BackendId": "plain", "Route": "PathPrefix(`/plain`)"},
-    });
-    let rw = Ringway::start(&routes.to_string(), "");
+    let routes = routes_json(
+        &[("ka", &[probed.addr]), ("plain", &[plain.addr])],
+        &[
+            ("ka", "ka", "PathPrefix(`/ka`)"),
+            ("plain", "plain", "PathPrefix(`/plain`)"),
+        ],
+    );
+    let routes = with_backend_settings(
+        &routes,
+        "ka",
+        serde_json::json!({"KeepAlive": {"Period": "7s"}}),
+    );
+    let rw = Ringway::start(&routes, "");
     assert_eq!(get(rw.addr, "/ka").status, 200);
     assert_eq!(get(rw.addr, "/plain").status, 200);
     // The timer on ringway's end of its pooled connection to `server`, from the kernel's
@@ -406,15 +409,12 @@ fn zero_backend_timeouts_mean_no_limit_of_their_own_as_in_go() {
     // deadlines apply, not a deadline that has already passed.
     let origin =
         Origin::start(|_| Reply::After(Duration::from_millis(50), Box::new(Reply::ok("ok"))));
-    let routes = serde_json::json!({
-        "/vulcand/backends/b/backend": {"Type": "http", "Settings": {
-            "Timeouts": {"Read": "0s", "Dial": "0s", "TLSHandshake": "0s"},
-            "KeepAlive": {"Period": "0s"}}},
-        "/vulcand/backends/b/servers/s": {"URL": format!("http://{}", origin.addr)},
-        "/vulcand/frontends/f/frontend":
-            {"Type": "http", "BackendId": "b", "Route": "PathPrefix(`/`)"},
+    let settings = serde_json::json!({
+        "Timeouts": {"Read": "0s", "Dial": "0s", "TLSHandshake": "0s"},
+        "KeepAlive": {"Period": "0s"},
     });
-    let rw = Ringway::start(&routes.to_string(), "");
+    let routes = with_backend_settings(&catch_all(&[origin.addr]), "b1", settings);
+    let rw = Ringway::start(&routes, "");
     for _ in 0..3 {
         let r = get(rw.addr, "/x");
         assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{}", rw.log());
