@@ -66,6 +66,27 @@ pub(crate) fn scan_head(
     scan_exact(window, start, buf.len() >= max_head_bytes)
 }
 
+/// Whether a head httparse took as complete, `head` (its bytes, blank line included) with
+/// `fields`, is one [`scan_head`] passes whole: it does not start with an empty line and every
+/// line ends in CRLF. A head that arrived whole is parsed at once and checked this way, with
+/// no separate scan for its end.
+///
+/// That is the same verdict because httparse ends a line at every LF and refuses every CR
+/// that does not start a CRLF (or, before a field name, a blank line): each LF of a head it
+/// completes ends one of its lines. The line before each field line ends just before the
+/// field's name, and the last two lines (the last field line, or the start line, and the
+/// blank line) end the head.
+pub(crate) fn lines_end_in_crlf(head: &[u8], fields: &[httparse::Header<'_>]) -> bool {
+    let base = head.as_ptr() as usize;
+    head.len() >= 4
+        && !matches!(head[0], b'\r' | b'\n')
+        && head.ends_with(b"\r\n\r\n")
+        && fields.iter().all(|f| {
+            let start = f.name.as_ptr() as usize - base;
+            start >= 2 && head[start - 2] == b'\r' && head[start - 1] == b'\n'
+        })
+}
+
 /// For a complete head the parser refused: the bare CR (or LF) [`scan_exact`] would have
 /// refused it for first, if there is one.
 pub(crate) fn first_bare_cr_or_lf(head: &[u8]) -> Option<HttpError> {
@@ -297,6 +318,122 @@ mod tests {
         assert!(
             handed_to_the_parsers > 40,
             "{handed_to_the_parsers} heads compared"
+        );
+    }
+
+    /// A head built from `start`, some of `lines` and an end, each line ended by a terminator
+    /// that is usually CRLF, with now and then one byte replaced by a troublesome one.
+    fn mangled_head(rng: &mut Rng, start: &[&str], lines: &[&str]) -> Vec<u8> {
+        const ENDS: [&[u8]; 6] = [b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r", b"\r\r\n"];
+        let end = |rng: &mut Rng| ENDS[if rng.below(12) == 0 { rng.below(6) } else { 0 }];
+        let mut buf = Vec::new();
+        if rng.below(30) == 0 {
+            buf.extend_from_slice(b"\r\n");
+        }
+        buf.extend_from_slice(start[rng.below(start.len())].as_bytes());
+        buf.extend_from_slice(end(rng));
+        if rng.below(4) != 0 {
+            buf.extend_from_slice(b"Host: a\r\n");
+        }
+        for _ in 0..rng.below(5) {
+            buf.extend_from_slice(lines[rng.below(lines.len())].as_bytes());
+            buf.extend_from_slice(end(rng));
+        }
+        buf.extend_from_slice(end(rng));
+        if rng.below(3) == 0 {
+            buf.extend_from_slice(b"abc\r\nGET");
+        }
+        if rng.below(5) == 0 {
+            let odd = b"\r\n :\t\0\x7f\xe9_,";
+            let at = rng.below(buf.len());
+            buf[at] = odd[rng.below(odd.len())];
+        }
+        buf
+    }
+
+    #[test]
+    fn a_head_parsed_whole_gets_the_verdict_of_the_scan_first() {
+        // `scanned == 0` lets a parser try httparse on the whole buffer first; from 1 on (the
+        // scan still starts at 0) every head takes the scan. Both must answer alike, fields
+        // included, for heads with bare CRs and LFs, odd bytes, body bytes after the head,
+        // heads cut short and limits that cut them off.
+        let starts = [
+            "GET / HTTP/1.1",
+            "POST /a?b=1 HTTP/1.0",
+            "GET http://h:8/x HTTP/1.1",
+            "GET /x HTTP/1.2",
+            "OPTIONS * HTTP/1.1",
+        ];
+        let lines = [
+            "Host: b:80",
+            "Content-Length: 5",
+            "Content-Length: 5",
+            "Transfer-Encoding: chunked",
+            "Connection: close, x",
+            "x: y",
+            "x: y",
+            "Accept: */*",
+            "X_Forwarded_For: 1",
+            " folded",
+            "Bad Name: v",
+            "A:\tb ",
+            "Upgrade: x",
+            "Expect: 100-continue",
+        ];
+        let statuses = [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.0 204 No Content",
+            "HTTP/1.1 101 Switching",
+            "HTTP/1.1 304 x",
+            "HTTP/1.1 99 x",
+            "HTTP/2.0 200 OK",
+        ];
+        let mut rng = Rng(0x5eed_0ff1_e1d5);
+        let (mut complete, mut refused) = (0, 0);
+        let mut fields = Vec::new();
+        let mut fields_scanned = Vec::new();
+        for round in 0..30_000 {
+            let response = round % 2 == 1;
+            let mut buf = if response {
+                mangled_head(&mut rng, &statuses, &lines)
+            } else {
+                mangled_head(&mut rng, &starts, &lines)
+            };
+            if rng.below(8) == 0 {
+                buf.truncate(rng.below(buf.len() + 1));
+            }
+            let limits = HeadLimits {
+                max_head_bytes: if rng.below(6) == 0 {
+                    8 + rng.below(60)
+                } else {
+                    16 * 1024
+                },
+                max_headers: 2 + rng.below(12),
+                max_target_bytes: 6 + rng.below(20),
+            };
+            let shown = String::from_utf8_lossy(&buf);
+            let (whole, scanned) = if response {
+                let head_request = round % 6 == 1;
+                let whole = parse_response(&buf, 0, head_request, &limits, &mut fields);
+                let scanned = parse_response(&buf, 1, head_request, &limits, &mut fields_scanned);
+                (format!("{whole:?}"), format!("{scanned:?}"))
+            } else {
+                let whole = parse_request(&buf, 0, &limits, &mut fields);
+                let scanned = parse_request(&buf, 1, &limits, &mut fields_scanned);
+                (format!("{whole:?}"), format!("{scanned:?}"))
+            };
+            assert_eq!(whole, scanned, "{shown:?} with {limits:?}");
+            if whole.starts_with("Ok(Complete") {
+                assert_eq!(fields, fields_scanned, "{shown:?}");
+                complete += 1;
+            } else if whole.starts_with("Err") {
+                refused += 1;
+            }
+        }
+        // About 6,000 complete and 21,000 refused, for some 30 different reasons.
+        assert!(
+            complete > 4_000 && refused > 10_000,
+            "{complete} complete, {refused} refused"
         );
     }
 

@@ -3,8 +3,8 @@
 
 use super::fields::is_valid_host;
 use super::head::{
-    collect_fields, field_array, first_bare_cr_or_lf, httparse_error, scan_head, Role, Scan,
-    MAX_FIELDS,
+    collect_fields, field_array, first_bare_cr_or_lf, httparse_error, lines_end_in_crlf, scan_head,
+    Role, Scan, MAX_FIELDS,
 };
 use super::{BodyFraming, HeadLimits, HeaderField, HttpError, Parsed, Span, Version};
 
@@ -128,6 +128,21 @@ pub fn parse_request(
     fields: &mut Vec<HeaderField>,
 ) -> Result<Parsed<RequestHead>, HttpError> {
     fields.clear();
+    let max_fields = limits.max_headers.min(MAX_FIELDS);
+    if scanned == 0 {
+        // A head that arrived whole is parsed at once (see `lines_end_in_crlf`); anything
+        // else takes the scan below, which gives every verdict.
+        let window = &buf[..buf.len().min(limits.max_head_bytes)];
+        let mut storage = field_array();
+        let mut request = httparse::Request::new(&mut []);
+        if let Ok(httparse::Status::Complete(len)) =
+            request.parse_with_uninit_headers(window, &mut storage[..max_fields])
+        {
+            if lines_end_in_crlf(&window[..len], request.headers) {
+                return finish_request(buf, len, &request, limits, fields);
+            }
+        }
+    }
     let head_len = match scan_head(buf, scanned, limits.max_head_bytes)? {
         Scan::Complete(len) => len,
         Scan::Partial(scanned) => {
@@ -142,8 +157,7 @@ pub fn parse_request(
     let head = &buf[..head_len];
     let mut storage = field_array();
     let mut request = httparse::Request::new(&mut []);
-    let storage = &mut storage[..limits.max_headers.min(MAX_FIELDS)];
-    match request.parse_with_uninit_headers(head, storage) {
+    match request.parse_with_uninit_headers(head, &mut storage[..max_fields]) {
         Ok(httparse::Status::Complete(len)) if len == head_len => {}
         Ok(_) => return Err(HttpError::Malformed("incomplete request head")),
         Err(err) => {
@@ -151,6 +165,17 @@ pub fn parse_request(
                 .unwrap_or_else(|| httparse_error(err, request_version_token(head))))
         }
     }
+    finish_request(buf, head_len, &request, limits, fields)
+}
+
+/// The checks after httparse's, on a complete head of `head_len` bytes at the start of `buf`.
+fn finish_request(
+    buf: &[u8],
+    head_len: usize,
+    request: &httparse::Request<'_, '_>,
+    limits: &HeadLimits,
+    fields: &mut Vec<HeaderField>,
+) -> Result<Parsed<RequestHead>, HttpError> {
     let base = buf.as_ptr() as usize;
     let (Some(method_str), Some(target_str), Some(minor)) =
         (request.method, request.path, request.version)

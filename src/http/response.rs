@@ -2,8 +2,8 @@
 //! response to a client.
 
 use super::head::{
-    collect_fields, field_array, first_bare_cr_or_lf, httparse_error, scan_head, Role, Scan,
-    MAX_FIELDS,
+    collect_fields, field_array, first_bare_cr_or_lf, httparse_error, lines_end_in_crlf, scan_head,
+    Role, Scan, MAX_FIELDS,
 };
 use super::{BodyFraming, HeadLimits, HeaderField, HttpError, Parsed, Span, Version};
 
@@ -45,6 +45,23 @@ pub fn parse_response(
     fields: &mut Vec<HeaderField>,
 ) -> Result<Parsed<ResponseHead>, HttpError> {
     fields.clear();
+    let max_fields = limits.max_headers.min(MAX_FIELDS);
+    let config = httparse::ParserConfig::default();
+    if scanned == 0 {
+        // A head that arrived whole is parsed at once (see `lines_end_in_crlf`).
+        let window = &buf[..buf.len().min(limits.max_head_bytes)];
+        let mut storage = field_array();
+        let mut response = httparse::Response::new(&mut []);
+        if let Ok(httparse::Status::Complete(len)) = config.parse_response_with_uninit_headers(
+            &mut response,
+            window,
+            &mut storage[..max_fields],
+        ) {
+            if lines_end_in_crlf(&window[..len], response.headers) {
+                return finish_response(buf, len, &response, head_request, fields);
+            }
+        }
+    }
     let head_len = match scan_head(buf, scanned, limits.max_head_bytes)? {
         Scan::Complete(len) => len,
         Scan::Partial(scanned) => return Ok(Parsed::Partial { scanned }),
@@ -52,13 +69,9 @@ pub fn parse_response(
     };
     let head = &buf[..head_len];
     let mut storage = field_array();
-    let storage = &mut storage[..limits.max_headers.min(MAX_FIELDS)];
     let mut response = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut response,
-        head,
-        storage,
-    );
+    let parsed =
+        config.parse_response_with_uninit_headers(&mut response, head, &mut storage[..max_fields]);
     match parsed {
         Ok(httparse::Status::Complete(len)) if len == head_len => {}
         Ok(_) => return Err(HttpError::Malformed("incomplete response head")),
@@ -67,6 +80,18 @@ pub fn parse_response(
                 .unwrap_or_else(|| httparse_error(err, response_version_token(head))))
         }
     }
+    finish_response(buf, head_len, &response, head_request, fields)
+}
+
+/// The checks after httparse's, on a complete head of `head_len` bytes at the start of `buf`.
+fn finish_response(
+    buf: &[u8],
+    head_len: usize,
+    response: &httparse::Response<'_, '_>,
+    head_request: bool,
+    fields: &mut Vec<HeaderField>,
+) -> Result<Parsed<ResponseHead>, HttpError> {
+    let head = &buf[..head_len];
     let (Some(minor), Some(status)) = (response.version, response.code) else {
         return Err(HttpError::Malformed("incomplete status line"));
     };
