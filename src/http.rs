@@ -17,6 +17,17 @@ pub use fields::{content_length_digits, find_field};
 pub use request::{parse_request, RequestHead};
 pub use response::{parse_response, ResponseHead};
 
+/// The first `needle` in `hay`: a plain loop over the short strings heads are made of (a host,
+/// a path, a status line), memchr's vector search over longer ones.
+#[inline]
+pub(crate) fn find_byte(needle: u8, hay: &[u8]) -> Option<usize> {
+    if hay.len() < 32 {
+        hay.iter().position(|&b| b == needle)
+    } else {
+        memchr::memchr(needle, hay)
+    }
+}
+
 /// A byte range inside the buffer a head was parsed from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Span {

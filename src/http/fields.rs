@@ -81,15 +81,15 @@ pub fn classify_name(name: &[u8]) -> (FieldKind, bool) {
             return (kind, false);
         }
     }
-    // An alias needs a `_`, so it is only looked for when nothing matched and there is one.
-    if name.contains(&b'_') {
-        for &(lower, kind) in candidates {
-            let same = name.iter().zip(lower).all(|(&got, &want)| {
-                got.to_ascii_lowercase() == want || (got == b'_' && want == b'-')
-            });
-            if same {
-                return (kind, true);
-            }
+    // Nothing matched exactly, so a name that matches reading `_` as `-` has a `_`: an alias.
+    // (Most names differ from every candidate in their first byte: no search for a `_` first.)
+    for &(lower, kind) in candidates {
+        let same = name
+            .iter()
+            .zip(lower)
+            .all(|(&got, &want)| got.to_ascii_lowercase() == want || (got == b'_' && want == b'-'));
+        if same {
+            return (kind, true);
         }
     }
     (FieldKind::Other, false)
@@ -285,7 +285,7 @@ pub fn drop_connection_listed(buf: &[u8], fields: &mut [HeaderField], keep: Opti
 /// (RFC 3986 §3.2.2): a reg-name or IP literal, no userinfo, a port of 1 to 5 digits if any.
 pub fn is_valid_host(value: &[u8]) -> bool {
     let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
-        let Some(close) = memchr::memchr(b']', rest) else {
+        let Some(close) = super::find_byte(b']', rest) else {
             return false;
         };
         let literal = &rest[..close];
@@ -302,7 +302,7 @@ pub fn is_valid_host(value: &[u8]) -> bool {
             _ => return false,
         }
     } else {
-        match memchr::memchr(b':', value) {
+        match super::find_byte(b':', value) {
             Some(colon) => (Some(&value[..colon]), Some(&value[colon + 1..])),
             None => (Some(value), None),
         }
@@ -330,15 +330,43 @@ fn is_reg_name(s: &[u8]) -> bool {
                 i += 3;
                 continue;
             }
-            b if b.is_ascii_alphanumeric() => {}
-            b'-' | b'.' | b'_' | b'~' => {}
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
-            _ => return false,
+            b if !REG_NAME[b as usize] => return false,
+            _ => {}
         }
         i += 1;
     }
     true
 }
+
+/// The bytes a reg-name takes as they are (RFC 3986 §3.2.2: unreserved and sub-delims), one
+/// table lookup a byte.
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        b += 1;
+    }
+    table
+};
 
 /// The value of the first field of `kind`, if any.
 pub fn find_field<'a>(buf: &'a [u8], fields: &[HeaderField], kind: FieldKind) -> Option<&'a [u8]> {

@@ -291,7 +291,7 @@ fn split_target(buf: &[u8], target: Span, method: Method) -> Result<TargetForm, 
     if !bytes.is_ascii() {
         return Err(HttpError::Malformed("non-ASCII byte in request target"));
     }
-    if memchr::memchr(b'#', bytes).is_some() {
+    if super::find_byte(b'#', bytes).is_some() {
         return Err(HttpError::Malformed("fragment in request target"));
     }
     let start = target.start as usize;
@@ -356,7 +356,7 @@ fn split_target(buf: &[u8], target: Span, method: Method) -> Result<TargetForm, 
 }
 
 fn path_of(path_and_query: &[u8], start: usize) -> Span {
-    let len = memchr::memchr(b'?', path_and_query).unwrap_or(path_and_query.len());
+    let len = super::find_byte(b'?', path_and_query).unwrap_or(path_and_query.len());
     Span::new(start, start + len)
 }
 

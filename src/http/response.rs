@@ -103,7 +103,7 @@ fn finish_response(
     } else {
         Version::Http10
     };
-    let status_line_len = memchr::memchr(b'\r', head).unwrap_or(0);
+    let status_line_len = super::find_byte(b'\r', head).unwrap_or(0);
 
     let facts = collect_fields(
         buf,
