@@ -72,10 +72,9 @@ pub(crate) fn scan_head(
 /// no separate scan for its end.
 ///
 /// That is the same verdict because httparse ends a line at every LF and refuses every CR
-/// that does not start a CRLF (or, before a field name, a blank line): each LF of a head it
-/// completes ends one of its lines. The line before each field line ends just before the
-/// field's name, and the last two lines (the last field line, or the start line, and the
-/// blank line) end the head.
+/// not followed by an LF, so each LF of a head it completes ends one of its lines. The line
+/// before each field line ends just before the field's name, and the last two lines (the last
+/// field line, or the start line, and the blank line) end the head.
 pub(crate) fn lines_end_in_crlf(head: &[u8], fields: &[httparse::Header<'_>]) -> bool {
     let base = head.as_ptr() as usize;
     head.len() >= 4
