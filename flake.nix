@@ -16,6 +16,8 @@
           src = ./.;
           cargoLock.lockFile = ./Cargo.lock;
           nativeBuildInputs = [ pkgs.protobuf ];
+          # `ringway --version` names the commit (build.rs; the sandbox has no git).
+          RINGWAY_COMMIT = self.shortRev or self.dirtyShortRev or "unknown";
           # The integration tests start etcd and bind loopback ports; run them with tests/run.sh.
           doCheck = false;
           meta = {

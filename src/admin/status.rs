@@ -266,6 +266,7 @@ pub fn render(state: &AdminState) -> Value {
     json!({
         "node": {
             "version": env!("CARGO_PKG_VERSION"),
+            "commit": env!("RINGWAY_COMMIT"),
             "uptime_s": state.started.elapsed().as_secs(),
             "workers": workers,
             "connections": connections,

@@ -1,15 +1,16 @@
 //! The command line: version, help, and profiles refused with file, key and reason.
 
-use crate::harness::{ringway, TempDir};
+use crate::harness::{build_commit, ringway, TempDir};
 
 #[test]
-fn version_names_the_crate_version() {
+fn version_names_the_crate_version_and_the_commit() {
     let out = ringway(&["--version"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
+    // The binary under test was built from this checkout, so it names its HEAD.
     assert_eq!(
         text.trim(),
-        format!("ringway {}", env!("CARGO_PKG_VERSION"))
+        format!("ringway {} ({})", env!("CARGO_PKG_VERSION"), build_commit())
     );
 }
 

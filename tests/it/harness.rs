@@ -21,6 +21,19 @@ pub fn ringway(args: &[&str]) -> Output {
         .expect("the ringway binary runs")
 }
 
+/// The commit the binary under test names (`build.rs`): this checkout's HEAD, or `unknown`
+/// in a tree without git.
+pub fn build_commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 /// Run `openssl` (Debian's openssl package) in `dir`; panics with its errors when it fails.
 #[allow(dead_code)]
 pub fn openssl(dir: &Path, args: &[&str]) {

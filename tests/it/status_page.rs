@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::admin::with_admin;
-use crate::harness::{get, routes_json, Client, PortHold, Ringway, TempDir};
+use crate::harness::{build_commit, get, routes_json, Client, PortHold, Ringway, TempDir};
 use crate::origin::Origin;
 
 /// A node with backend `b` of one live and one refusing server (ejected after one refusal),
@@ -48,6 +48,7 @@ fn status_json_has_the_node_frontend_rates_and_server_states() {
     assert!(node["workers"][0]["driver"].is_string(), "{s}");
     assert_eq!(node["ready"], true);
     assert_eq!(node["source"], "file");
+    assert_eq!(node["commit"], build_commit().as_str(), "{s}");
     let f = &s["frontends"][0];
     assert_eq!(f["id"], "users");
     assert!(f["rps"].as_f64().unwrap() > 0.0, "{f}");
@@ -191,6 +192,10 @@ fn the_status_page_renders_in_a_browser() {
     );
     assert!(dom.contains("io_uring") || dom.contains("epoll"), "{dom}");
     assert!(dom.contains("workers on"), "{dom}");
+    assert!(
+        dom.contains(&format!("({}) · up", build_commit())),
+        "the node line names the build's commit: {dom}"
+    );
     // The frontend's rate cell shows a rate above zero.
     let rate = dom
         .split("class=\"num rps\">")
