@@ -378,6 +378,8 @@ mod tests {
             "A:\tb ",
             "Upgrade: x",
             "Expect: 100-continue",
+            "Empty:",
+            "Blank: ",
         ];
         let statuses = [
             "HTTP/1.1 200 OK",
@@ -434,6 +436,55 @@ mod tests {
             complete > 4_000 && refused > 10_000,
             "{complete} complete, {refused} refused"
         );
+    }
+
+    #[test]
+    fn every_short_ending_gets_the_same_verdict_both_ways() {
+        // Every ending of up to four bytes from a troublesome alphabet after heads cut at
+        // their most delicate points, with and without pipelined bytes after it.
+        let alphabet = b"\r\n: a\t\x7f\x80\0";
+        let prefixes: [&[u8]; 6] = [
+            b"GET / HTTP/1.1\r\nHost: a\r\n",
+            b"GET / HTTP/1.1\r\nHost: a",
+            b"GET / HTTP/1.1",
+            b"HTTP/1.1 200 OK\r\nA: b\r\n",
+            b"HTTP/1.1 200 OK\r\nA:",
+            b"HTTP/1.1 200",
+        ];
+        let limits = HeadLimits::default();
+        let (mut fields, mut fields_scanned) = (Vec::new(), Vec::new());
+        let mut complete = 0;
+        for prefix in prefixes {
+            let response = prefix.starts_with(b"HTTP");
+            for len in 0..=4u32 {
+                for mut code in 0..alphabet.len().pow(len) {
+                    let mut buf = prefix.to_vec();
+                    for _ in 0..len {
+                        buf.push(alphabet[code % alphabet.len()]);
+                        code /= alphabet.len();
+                    }
+                    for tail in [&b""[..], b"\r\n\r\nGET / HTTP/1.1\r\n"] {
+                        buf.extend_from_slice(tail);
+                        let (whole, scanned) = if response {
+                            let whole = parse_response(&buf, 0, false, &limits, &mut fields);
+                            let scanned =
+                                parse_response(&buf, 1, false, &limits, &mut fields_scanned);
+                            (format!("{whole:?}"), format!("{scanned:?}"))
+                        } else {
+                            let whole = parse_request(&buf, 0, &limits, &mut fields);
+                            let scanned = parse_request(&buf, 1, &limits, &mut fields_scanned);
+                            (format!("{whole:?}"), format!("{scanned:?}"))
+                        };
+                        let shown = String::from_utf8_lossy(&buf);
+                        assert_eq!(whole, scanned, "{shown:?}");
+                        assert_eq!(fields, fields_scanned, "{shown:?}");
+                        complete += usize::from(whole.starts_with("Ok(Complete"));
+                        buf.truncate(buf.len() - tail.len());
+                    }
+                }
+            }
+        }
+        assert!(complete > 1_000, "{complete} complete heads compared");
     }
 
     fn status_of(raw: &[u8]) -> Option<u16> {
