@@ -9,11 +9,11 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: ringway::allocator::Mimalloc = ringway::allocator::Mimalloc;
 
-/// A thread-per-core HTTP/1.1 service-mesh node: routes from vulcand's etcd layout or a file,
-/// io_uring workers pinned one per core.
 /// The crate version and the commit the binary was built from (see `build.rs`).
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("RINGWAY_COMMIT"), ")");
 
+/// A thread-per-core HTTP/1.1 service-mesh node: routes from vulcand's etcd layout or a file,
+/// io_uring workers pinned one per core.
 #[derive(Parser)]
 #[command(name = "ringway", version = VERSION, about, long_about = None)]
 struct Cli {

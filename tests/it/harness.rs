@@ -21,17 +21,25 @@ pub fn ringway(args: &[&str]) -> Output {
         .expect("the ringway binary runs")
 }
 
-/// The commit the binary under test names (`build.rs`): this checkout's HEAD, or `unknown`
-/// in a tree without git.
-pub fn build_commit() -> String {
-    Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".to_string())
+/// The commit the binary under test was built from (`build.rs` sets it for the whole package,
+/// these tests included). Checked to be a commit of this checkout when git knows one: a name
+/// made up, or taken from the wrong repository, fails here.
+pub fn build_commit() -> &'static str {
+    let commit = env!("RINGWAY_COMMIT");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if commit != "unknown" && git(&["rev-parse", "--git-dir"]) {
+        assert!(
+            git(&["cat-file", "-e", &format!("{commit}^{{commit}}")]),
+            "the build names {commit}, which is no commit of this checkout"
+        );
+    }
+    commit
 }
 
 /// Run `openssl` (Debian's openssl package) in `dir`; panics with its errors when it fails.

@@ -48,7 +48,7 @@ fn status_json_has_the_node_frontend_rates_and_server_states() {
     assert!(node["workers"][0]["driver"].is_string(), "{s}");
     assert_eq!(node["ready"], true);
     assert_eq!(node["source"], "file");
-    assert_eq!(node["commit"], build_commit().as_str(), "{s}");
+    assert_eq!(node["commit"], build_commit(), "{s}");
     let f = &s["frontends"][0];
     assert_eq!(f["id"], "users");
     assert!(f["rps"].as_f64().unwrap() > 0.0, "{f}");
