@@ -7,7 +7,7 @@ fn version_names_the_crate_version_and_the_commit() {
     let out = ringway(&["--version"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    // The binary under test was built from this checkout, so it names its HEAD.
+    // The build's commit (see `build_commit`), after the crate version.
     assert_eq!(
         text.trim(),
         format!("ringway {} ({})", env!("CARGO_PKG_VERSION"), build_commit())
