@@ -245,19 +245,19 @@ pub async fn proxy(
                     w.upstreams
                         .penalise(&flight, now - began, floor, refused, now);
                     w.upstreams.failure(be, server, now);
+                    // A server that left a connection attempt or a request unanswered is
+                    // likely silent on its other connections too (a partitioned host, a
+                    // firewall that dropped idle flows): each of its pooled ones would cost the
+                    // next request the same deadline, and a request not safe to repeat its 504.
+                    // New connections fail fast or work, and a failed one is retried elsewhere.
+                    if matches!(
+                        err,
+                        ProxyError::UpstreamTimeout | ProxyError::ConnectTimeout
+                    ) {
+                        w.upstreams.forget(server.addr);
+                    }
                 } else {
                     w.upstreams.neutral(&pick);
-                }
-                // A server that left a connection attempt or a request unanswered is likely
-                // silent on its other connections too (a partitioned host, a firewall that
-                // dropped idle flows): each of its pooled ones would cost the next request the
-                // same deadline, and a request not safe to repeat its 504. New connections
-                // fail fast or work, and a failed connection is retried elsewhere.
-                if matches!(
-                    err,
-                    ProxyError::UpstreamTimeout | ProxyError::ConnectTimeout
-                ) {
-                    w.upstreams.forget(server.addr);
                 }
                 // A pooled connection the server had closed says nothing about the server:
                 // the same server again on a new connection, when the request cannot have
@@ -352,15 +352,9 @@ async fn dial_server(
 /// Turn on TCP keep-alive probes: the first after `period` without traffic, then one every
 /// `period` (the kernel's probe count, 9 by default, before it gives up on the connection).
 fn keep_alive_probes(s: &TcpStream, period: std::time::Duration) {
-    use std::os::fd::{AsRawFd, BorrowedFd};
     // Whole seconds, at least one: the kernel's unit.
-    let period = period.max(std::time::Duration::from_secs(1));
-    let probes = socket2::TcpKeepalive::new()
-        .with_time(period)
-        .with_interval(period);
-    // SAFETY: the descriptor belongs to `s`, which outlives this borrow.
-    let fd = unsafe { BorrowedFd::borrow_raw(s.as_raw_fd()) };
-    if let Err(e) = socket2::SockRef::from(&fd).set_tcp_keepalive(&probes) {
+    let period = Some(period.max(std::time::Duration::from_secs(1)));
+    if let Err(e) = s.set_tcp_keepalive(period, period, None) {
         tracing::debug!("TCP keep-alive on an upstream connection: {e}");
     }
 }
