@@ -23,6 +23,9 @@ struct Shared {
     /// The node's resilience state, pointed at by every table published.
     resilience: Option<Arc<Registry>>,
     table: ArcSwap<RouteTable>,
+    /// Counts the tables published: a worker reloads its table only when this moved, which
+    /// costs it one atomic load per request instead of an `ArcSwap` load.
+    generation: AtomicU64,
     report: ArcSwap<Report>,
     loaded: AtomicBool,
     etcd_connected: AtomicBool,
@@ -52,6 +55,7 @@ impl TableHandle {
             inner: Arc::new(Shared {
                 resilience,
                 table: ArcSwap::from_pointee(RouteTable::empty()),
+                generation: AtomicU64::new(0),
                 report: ArcSwap::from_pointee(Report::default()),
                 loaded: AtomicBool::new(false),
                 etcd_connected: AtomicBool::new(false),
@@ -67,6 +71,8 @@ impl TableHandle {
             r.attach(&mut table);
         }
         self.inner.table.store(Arc::new(table));
+        // After the store: a reader that sees the new generation loads the new table.
+        self.inner.generation.fetch_add(1, Ordering::Release);
         self.inner.report.store(Arc::new(report));
         self.inner.loaded.store(true, Ordering::Release);
     }
@@ -81,9 +87,11 @@ impl TableHandle {
         self.inner.table.load_full()
     }
 
-    /// The swap cell itself, for per-worker caches.
-    pub fn cell(&self) -> &ArcSwap<RouteTable> {
-        &self.inner.table
+    /// How many tables were published so far. Read it before [`TableHandle::load`]: a cache
+    /// that keeps the generation it read with the table it then loaded is stale exactly when
+    /// this has moved since.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
     }
 
     /// Conflicts and skipped values of the current table.
@@ -141,7 +149,9 @@ mod tests {
         h.set_etcd_connected(true);
         h.mark_synced();
         assert!(h.etcd_connected() && h.last_sync() > 0);
+        let generation = h.generation();
         h.publish(RouteTable::empty(), Report::default());
         assert!(h.is_loaded());
+        assert_eq!(h.generation(), generation + 1, "workers see the new table");
     }
 }

@@ -69,6 +69,9 @@ pub const OVERFLOW_FRONTEND: &str = "~overflow";
 pub const MAX_SERIES: usize = 10_000;
 /// How long the series of a frontend that left the route table is still exported.
 pub const GONE_SERIES_TTL: Duration = Duration::from_secs(300);
+
+/// Entries of a worker's cache of recently seen frontends' series.
+const RECENT_FRONTENDS: usize = 16;
 /// How often a worker looks for series of frontends that left the table.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
@@ -248,6 +251,9 @@ pub struct FrontendSeries {
     gone_since: Cell<Option<Instant>>,
 }
 
+/// A frontend id as a route table holds it, and its series.
+type RecentFrontend = (Arc<str>, Rc<FrontendSeries>);
+
 /// A keyed family: the worker-local map and the list published to the admin thread.
 struct Family<V> {
     local: RefCell<FastMap<V>>,
@@ -267,6 +273,10 @@ impl<V> Default for Family<V> {
 pub struct WorkerStats {
     shared: Arc<WorkerShared>,
     frontends: Family<Rc<FrontendSeries>>,
+    /// Series of recently seen frontends, by the address of the route table's id: a pointer
+    /// comparison per request instead of a hash lookup. Each entry keeps its id alive, so the
+    /// address cannot name another string while the entry holds it.
+    recent: RefCell<[Option<RecentFrontend>; RECENT_FRONTENDS]>,
     throttle: Family<Arc<CachePadded<AtomicU64>>>,
     no_route: Rc<FrontendSeries>,
     last_prune: Cell<Instant>,
@@ -282,6 +292,7 @@ impl WorkerStats {
         let stats = WorkerStats {
             shared,
             frontends: Family::default(),
+            recent: RefCell::new(Default::default()),
             throttle: Family::default(),
             no_route: no_route.clone(),
             last_prune: Cell::new(Instant::now()),
@@ -393,8 +404,21 @@ impl WorkerStats {
         self.throttle.dirty.set(true);
     }
 
-    /// The series of frontend `id`, created on first use.
+    /// The series of frontend `id` (as the route table holds it), created on first use.
     pub fn frontend(&self, id: &Arc<str>) -> Rc<FrontendSeries> {
+        let at = (Arc::as_ptr(id) as *const u8 as usize >> 4) % RECENT_FRONTENDS;
+        let mut recent = self.recent.borrow_mut();
+        if let Some((seen, series)) = &recent[at] {
+            if Arc::ptr_eq(seen, id) {
+                return series.clone();
+            }
+        }
+        let series = self.series_named(id);
+        recent[at] = Some((id.clone(), series.clone()));
+        series
+    }
+
+    fn series_named(&self, id: &Arc<str>) -> Rc<FrontendSeries> {
         let mut map = self.frontends.local.borrow_mut();
         if let Some(s) = map.get(&**id) {
             return s.clone();
@@ -461,6 +485,8 @@ impl WorkerStats {
         });
         if map.len() != before {
             self.frontends.dirty.set(true);
+            // A dropped series must not be found again through its old id.
+            *self.recent.borrow_mut() = Default::default();
         }
     }
 
@@ -544,6 +570,40 @@ mod tests {
             .map(|(k, _)| k.to_string())
             .collect();
         assert_eq!(ids, [NO_ROUTE_FRONTEND]);
+    }
+
+    #[test]
+    fn a_frontend_counts_in_one_series_whichever_table_names_it_and_comes_back_after_a_prune() {
+        let shared = Arc::new(WorkerShared::default());
+        let stats = WorkerStats::new(shared.clone());
+        let first: Arc<str> = Arc::from("users");
+        let again: Arc<str> = Arc::from("users");
+        stats.request(&stats.frontend(&first), 200, Duration::from_millis(1));
+        stats.request(&stats.frontend(&first), 200, Duration::from_millis(1));
+        stats.request(&stats.frontend(&again), 503, Duration::from_millis(1));
+        let counts = || -> Vec<(String, u64)> {
+            stats.publish();
+            let list = shared.frontends.load();
+            let count = |(k, c): &(Arc<str>, Arc<CachePadded<FrontendCounters>>)| {
+                (
+                    k.to_string(),
+                    c.requests.iter().map(|r| r.load(Relaxed)).sum(),
+                )
+            };
+            list.iter().map(count).collect()
+        };
+        let before = counts();
+        assert!(before.contains(&("users".into(), 3)), "{before:?}");
+        assert_eq!(before.len(), 2, "users and the no-route series: {before:?}");
+        let empty = RouteTable::empty();
+        let t0 = Instant::now();
+        stats.prune(&empty, t0);
+        stats.prune(&empty, t0 + GONE_SERIES_TTL);
+        // The frontend is back in a later table: its requests count in a published series.
+        stats.request(&stats.frontend(&first), 200, Duration::from_millis(1));
+        let after = counts();
+        assert!(after.contains(&("users".into(), 1)), "{after:?}");
+        assert_eq!(after.len(), 2, "{after:?}");
     }
 
     #[test]

@@ -145,6 +145,8 @@ pub struct Worker {
     /// traffic between cores), the `Arc` is replaced only when a new table was published.
     #[allow(clippy::redundant_allocation)]
     table: RefCell<Rc<Arc<RouteTable>>>,
+    /// The route source's generation read just before `table` was loaded.
+    table_generation: Cell<u64>,
     /// Buffers for heads and small bodies.
     pub bufs: BufPool,
     /// Larger buffers for streaming the rest of a body.
@@ -191,12 +193,12 @@ impl Worker {
     /// the request keeps the table it started with.
     #[allow(clippy::redundant_allocation)]
     pub fn table(&self) -> Rc<Arc<RouteTable>> {
-        let current = self.routes.cell().load();
-        let mut cached = self.table.borrow_mut();
-        if !Arc::ptr_eq(&current, &cached) {
-            *cached = Rc::new(arc_swap::Guard::into_inner(current));
+        let generation = self.routes.generation();
+        if generation != self.table_generation.get() {
+            *self.table.borrow_mut() = Rc::new(self.routes.load());
+            self.table_generation.set(generation);
         }
-        cached.clone()
+        self.table.borrow().clone()
     }
 
     /// Whether connections should close after their current request: the worker is draining
@@ -621,6 +623,7 @@ async fn worker_main(
     };
     let stats = WorkerStats::new(shared);
     stats.set_driver(driver);
+    let table_generation = routes.generation();
     let table = Rc::new(routes.load());
     let recv_ring = if multishot_recv {
         match monoio::net::BufRing::new(RECV_RING_BUFFERS, RECV_RING_BUFFER_BYTES) {
@@ -662,6 +665,7 @@ async fn worker_main(
         cfg,
         routes,
         table: RefCell::new(table),
+        table_generation: Cell::new(table_generation),
         shutdown: Shutdown::default(),
         idle_timers: IdleTimers::default(),
         drain: Shutdown::default(),
