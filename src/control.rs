@@ -12,6 +12,9 @@ use arc_swap::ArcSwap;
 use crate::resilience::Registry;
 use crate::route::{Report, RouteTable};
 
+/// A thread's cache of the current route table ([`TableHandle::cache`]).
+pub type TableCache = arc_swap::Cache<Arc<ArcSwap<RouteTable>>, Arc<RouteTable>>;
+
 /// The published route table plus what the control plane knows about it. Cheap to clone; the
 /// data plane only ever loads from it.
 #[derive(Clone)]
@@ -22,10 +25,8 @@ pub struct TableHandle {
 struct Shared {
     /// The node's resilience state, pointed at by every table published.
     resilience: Option<Arc<Registry>>,
-    table: ArcSwap<RouteTable>,
-    /// Counts the tables published: a worker reloads its table only when this moved, which
-    /// costs it one atomic load per request instead of an `ArcSwap` load.
-    generation: AtomicU64,
+    /// Shared with each worker's [`TableCache`].
+    table: Arc<ArcSwap<RouteTable>>,
     report: ArcSwap<Report>,
     loaded: AtomicBool,
     etcd_connected: AtomicBool,
@@ -54,8 +55,7 @@ impl TableHandle {
         TableHandle {
             inner: Arc::new(Shared {
                 resilience,
-                table: ArcSwap::from_pointee(RouteTable::empty()),
-                generation: AtomicU64::new(0),
+                table: Arc::new(ArcSwap::from_pointee(RouteTable::empty())),
                 report: ArcSwap::from_pointee(Report::default()),
                 loaded: AtomicBool::new(false),
                 etcd_connected: AtomicBool::new(false),
@@ -71,8 +71,6 @@ impl TableHandle {
             r.attach(&mut table);
         }
         self.inner.table.store(Arc::new(table));
-        // After the store: a reader that sees the new generation loads the new table.
-        self.inner.generation.fetch_add(1, Ordering::Release);
         self.inner.report.store(Arc::new(report));
         self.inner.loaded.store(true, Ordering::Release);
     }
@@ -87,11 +85,10 @@ impl TableHandle {
         self.inner.table.load_full()
     }
 
-    /// How many tables were published so far. Read it before [`TableHandle::load`]: a cache
-    /// that keeps the generation it read with the table it then loaded is stale exactly when
-    /// this has moved since.
-    pub fn generation(&self) -> u64 {
-        self.inner.generation.load(Ordering::Acquire)
+    /// A cache of the current table for one thread: its `load` costs one atomic load while no
+    /// new table was published.
+    pub fn cache(&self) -> TableCache {
+        arc_swap::Cache::new(self.inner.table.clone())
     }
 
     /// Conflicts and skipped values of the current table.
@@ -149,9 +146,13 @@ mod tests {
         h.set_etcd_connected(true);
         h.mark_synced();
         assert!(h.etcd_connected() && h.last_sync() > 0);
-        let generation = h.generation();
+        let mut cache = h.cache();
+        let before = cache.load().clone();
         h.publish(RouteTable::empty(), Report::default());
         assert!(h.is_loaded());
-        assert_eq!(h.generation(), generation + 1, "workers see the new table");
+        assert!(
+            !Arc::ptr_eq(cache.load(), &before),
+            "workers see the new table"
+        );
     }
 }

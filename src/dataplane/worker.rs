@@ -24,7 +24,7 @@ use super::upstream::{UpstreamSettings, Upstreams};
 use crate::config::{
     AccessLogTarget, IoDriver, ListenerConfig, Profile, TimeoutsConfig, UpstreamConfig, Workers,
 };
-use crate::control::TableHandle;
+use crate::control::{TableCache, TableHandle};
 use crate::http::HeadLimits;
 use crate::resilience::{LocalRetryBudget, Registry, RetryBudget};
 use crate::route::RouteTable;
@@ -140,13 +140,12 @@ impl std::fmt::Display for Driver {
 pub struct Worker {
     pub id: usize,
     pub cfg: Arc<DataPlaneConfig>,
-    routes: TableHandle,
+    /// The route source's current table, reloaded only when a new one was published.
+    routes: RefCell<TableCache>,
     /// The worker's own reference to the current table: requests clone the `Rc` (no atomic
     /// traffic between cores), the `Arc` is replaced only when a new table was published.
     #[allow(clippy::redundant_allocation)]
     table: RefCell<Rc<Arc<RouteTable>>>,
-    /// The route source's generation read just before `table` was loaded.
-    table_generation: Cell<u64>,
     /// Buffers for heads and small bodies.
     pub bufs: BufPool,
     /// Larger buffers for streaming the rest of a body.
@@ -193,12 +192,13 @@ impl Worker {
     /// the request keeps the table it started with.
     #[allow(clippy::redundant_allocation)]
     pub fn table(&self) -> Rc<Arc<RouteTable>> {
-        let generation = self.routes.generation();
-        if generation != self.table_generation.get() {
-            *self.table.borrow_mut() = Rc::new(self.routes.load());
-            self.table_generation.set(generation);
+        let mut routes = self.routes.borrow_mut();
+        let current = routes.load();
+        let mut cached = self.table.borrow_mut();
+        if !Arc::ptr_eq(current, &cached) {
+            *cached = Rc::new(current.clone());
         }
-        self.table.borrow().clone()
+        cached.clone()
     }
 
     /// Whether connections should close after their current request: the worker is draining
@@ -623,7 +623,6 @@ async fn worker_main(
     };
     let stats = WorkerStats::new(shared);
     stats.set_driver(driver);
-    let table_generation = routes.generation();
     let table = Rc::new(routes.load());
     let recv_ring = if multishot_recv {
         match monoio::net::BufRing::new(RECV_RING_BUFFERS, RECV_RING_BUFFER_BYTES) {
@@ -663,9 +662,8 @@ async fn worker_main(
         stats,
         access_log,
         cfg,
-        routes,
+        routes: RefCell::new(routes.cache()),
         table: RefCell::new(table),
-        table_generation: Cell::new(table_generation),
         shutdown: Shutdown::default(),
         idle_timers: IdleTimers::default(),
         drain: Shutdown::default(),
