@@ -183,6 +183,12 @@ impl Profile {
                 "must be a power of two between 2 and 32768".into(),
             ));
         }
+        if self.node.ring_registered_files > 1 << 20 {
+            return Err(invalid(
+                "node.ring_registered_files",
+                "must be at most 1048576 (io_uring's limit; 0 turns registered files off)".into(),
+            ));
+        }
         let lim = &self.limits;
         if lim.max_head_bytes < 1024 {
             return Err(invalid(

@@ -43,6 +43,7 @@ fn minimal_profile_takes_documented_defaults() {
     let p = parse(MINIMAL).unwrap();
     assert_eq!(p.node.workers, Workers::Auto);
     assert!(p.node.pin_workers);
+    assert_eq!(p.node.ring_registered_files, 4096);
     assert_eq!(p.listeners[0].role, ListenerRole::Mesh);
     assert!(p.listeners[0].defer_accept);
     assert_eq!(p.limits.max_headers, 100);
@@ -115,6 +116,10 @@ fn bad_values_name_file_key_and_reason() {
     let cases = [
         ("[node]\nworkers = 0\n", "workers"),
         ("[node]\nworkers = \"many\"\n", "workers"),
+        (
+            "[node]\nring_registered_files = 2000000\n",
+            "node.ring_registered_files",
+        ),
         ("[limits]\nmax_headers = 0\n", "limits.max_headers"),
         ("[timeouts]\nheader_ms = 0\n", "timeouts.header_ms"),
         ("[log]\nlevel = \"loud\"\n", "log.level"),

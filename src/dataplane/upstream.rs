@@ -123,6 +123,8 @@ pub struct Upstreams {
     poll_first: bool,
     /// Pooled connections holding a lent buffer (bounded by [`MAX_LENT`]).
     lent: Cell<usize>,
+    /// A pooled connection taken for reuse takes a slot in the ring's registered-file table.
+    register_files: bool,
 }
 
 impl Upstreams {
@@ -137,6 +139,7 @@ impl Upstreams {
             watch_idle: false,
             poll_first: false,
             lent: Cell::new(0),
+            register_files: false,
         }
     }
 
@@ -145,6 +148,14 @@ impl Upstreams {
     pub fn watching_idle(mut self, on: bool, poll_first: bool) -> Upstreams {
         self.watch_idle = on;
         self.poll_first = poll_first;
+        self
+    }
+
+    /// Pooled connections taken for reuse take a registered-file slot (io_uring, where the
+    /// worker registered a table): one syscall per connection, then no descriptor lookup per
+    /// operation.
+    pub fn registering_files(mut self, on: bool) -> Upstreams {
+        self.register_files = on;
         self
     }
 
@@ -176,6 +187,11 @@ impl Upstreams {
                 continue;
             }
             if now.saturating_duration_since(c.since) < ttl && c.is_quiet() {
+                if self.register_files {
+                    // Reused: a pooled connection usually carries many more exchanges, so it
+                    // takes a registered-file slot (see `conn::REGISTER_AFTER_RESPONSES`).
+                    c.stream.tcp().register_fixed();
+                }
                 return Some((c.stream, c.watch));
             }
         }

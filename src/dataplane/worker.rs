@@ -38,6 +38,7 @@ pub struct DataPlaneConfig {
     pub io_driver: IoDriver,
     pub ring_entries: u32,
     pub ring_fast_flags: bool,
+    pub ring_registered_files: u32,
     pub listeners: Vec<ListenerConfig>,
     /// Role, expose rules and head limits of each listener, in `listeners` order.
     pub listener_ctx: Vec<ListenerCtx>,
@@ -94,6 +95,7 @@ impl DataPlaneConfig {
             io_driver: p.node.io_driver,
             ring_entries: p.node.ring_entries,
             ring_fast_flags: p.node.ring_fast_flags,
+            ring_registered_files: p.node.ring_registered_files,
             listeners: p.listeners.clone(),
             listener_ctx: p
                 .listeners
@@ -183,6 +185,9 @@ pub struct Worker {
     /// Buffers the kernel receives keep-alive clients' requests into, for connections that
     /// wait for their next request on a multishot receive (io_uring, Linux 6.0 or newer).
     pub recv_ring: Option<Rc<monoio::net::BufRing>>,
+    /// The worker's io_uring has a table of registered files: long-lived connections take a
+    /// slot in it (`TcpStream::register_fixed`).
+    pub registered_files: bool,
     id_seed: u64,
     id_counter: Cell<u64>,
 }
@@ -485,6 +490,32 @@ struct RingInfo {
     multishot_recv: bool,
 }
 
+/// Register a table of `want` file slots (at most the process's open-file limit) with this
+/// worker's io_uring; the number of slots, 0 when the kernel refused (before Linux 5.19).
+fn register_file_table(id: usize, want: u32) -> u32 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let nofile = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(u32::MAX as libc::rlim_t) as u32
+    } else {
+        1024
+    };
+    let slots = want.min(nofile);
+    match monoio::utils::register_fixed_files(slots) {
+        Ok(()) => slots,
+        Err(e) => {
+            tracing::warn!(
+                worker = id,
+                "no registered files, each operation looks its socket up: {e}"
+            );
+            0
+        }
+    }
+}
+
 /// io_uring setup flags a worker asks for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum RingFlags {
@@ -638,6 +669,11 @@ async fn worker_main(
     } else {
         None
     };
+    let registered_files = if driver == Driver::IoUring && cfg.ring_registered_files > 0 {
+        register_file_table(id, cfg.ring_registered_files)
+    } else {
+        0
+    };
     let w = Rc::new(Worker {
         id,
         // Pools keep what steady load reuses; a burst beyond it allocates and frees, so a
@@ -655,7 +691,8 @@ async fn worker_main(
             },
             random_seed(id).rotate_left(17),
         )
-        .watching_idle(driver == Driver::IoUring, recv_poll_first),
+        .watching_idle(driver == Driver::IoUring, recv_poll_first)
+        .registering_files(registered_files > 0),
         throttle: RefCell::new(Throttle::new(cfg.throttle_budgets.clone(), &cfg.throttle)),
         retry_budget: LocalRetryBudget::new(cfg.retry_budget.clone()),
         breakers: WorkerBreakers::default(),
@@ -673,6 +710,7 @@ async fn worker_main(
         recv_poll_first,
         send_vectorized,
         recv_ring,
+        registered_files: registered_files > 0,
         id_seed: random_seed(id),
         id_counter: Cell::new(0),
     });
@@ -711,6 +749,7 @@ async fn worker_main(
         poll_first = recv_poll_first,
         vectorized_send = send_vectorized,
         multishot_recv = w.recv_ring.is_some(),
+        registered_files,
         "worker serving"
     );
     let _ = ready.send(Ok(driver));

@@ -127,6 +127,36 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Which address of a socket [`tcp_sockets`] matches on.
+#[derive(Clone, Copy)]
+pub enum Side {
+    Local,
+    Remote,
+}
+
+/// `/proc/net/tcp`'s state codes.
+pub const TCP_ESTABLISHED: &str = "01";
+pub const TCP_CLOSE_WAIT: &str = "08";
+
+/// IPv4 sockets in `state` whose `side` address has `port`, from `/proc/net/tcp` (what
+/// `ss -tan` shows).
+pub fn tcp_sockets(port: u16, side: Side, state: &str) -> usize {
+    let want = format!(":{port:04X}");
+    let column = match side {
+        Side::Local => 1,
+        Side::Remote => 2,
+    };
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[column].ends_with(&want) && f[3] == state
+        })
+        .count()
+}
+
 /// A loopback port reserved by a bound, non-listening socket with SO_REUSEPORT only. The
 /// kernel hands it to no other bind (tests run in parallel, and two ringways sharing a port
 /// through SO_REUSEPORT would split each other's connections), ringway can still bind it (it

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use crate::harness::{catch_all, Client, Ringway};
+use crate::harness::{
+    catch_all, tcp_sockets, Client, Ringway, Side, TCP_CLOSE_WAIT, TCP_ESTABLISHED,
+};
 use crate::origin::{Origin, Reply};
 
 /// A worker reports whether its clients' requests come through multishot receives: on
@@ -251,5 +253,102 @@ fn kept_alive_client_body_arriving_while_the_upstream_stalls_reaches_it_whole() 
     assert_eq!(
         c.read_response(false).expect("after").text(),
         "/after 0 true"
+    );
+}
+
+/// Sockets in CLOSE_WAIT (the client closed, ringway not yet) on ringway's side of `listener`.
+fn close_wait_at(listener: std::net::SocketAddr) -> usize {
+    tcp_sockets(listener.port(), Side::Local, TCP_CLOSE_WAIT)
+}
+
+/// Established connections to `server` (ringway's side of its upstream connections).
+fn established_to(server: std::net::SocketAddr) -> usize {
+    tcp_sockets(server.port(), Side::Remote, TCP_ESTABLISHED)
+}
+
+/// Wait up to five seconds for `done`.
+fn eventually(done: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !done() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
+
+/// Long-lived sockets take slots in the worker's table of registered files (io_uring, Linux
+/// 5.19), so their receives and sends skip the kernel's descriptor lookup: a client connection
+/// after eight responses, a pooled upstream connection when reused. With a table of two slots,
+/// more keep-alive clients than slots come and go, three times over: every request is
+/// answered, and every connection a client closed is closed on ringway's side too (a slot
+/// still holding the socket would keep it open, in CLOSE_WAIT); so is the pooled upstream
+/// connection once it idles out.
+#[test]
+fn keep_alive_clients_beyond_a_small_registered_file_table_come_and_go_and_are_closed() {
+    let origin = Origin::echo();
+    let rw = Ringway::start(
+        &catch_all(&[origin.addr]),
+        "[node]\nring_registered_files = 2\n[upstream]\nidle_timeout_ms = 1500\n",
+    );
+    let log = rw.log();
+    if monoio::utils::detect_uring() {
+        assert!(
+            log.contains("registered_files=2") || log.contains("no registered files"),
+            "the worker line names its table: {log}"
+        );
+    } else {
+        assert!(log.contains("registered_files=0"), "{log}");
+    }
+    for round in 0..3 {
+        let mut clients: Vec<Client> = (0..5).map(|_| Client::connect(rw.addr)).collect();
+        for i in 0..10 {
+            for (k, c) in clients.iter_mut().enumerate() {
+                let path = format!("/r{round}/{k}/{i}");
+                c.send(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+                let r = c
+                    .read_response(false)
+                    .unwrap_or_else(|| panic!("no response to {path}: {}", rw.log()));
+                assert_eq!(
+                    (r.status, r.text()),
+                    (200, format!("GET {path}")),
+                    "{}",
+                    rw.log()
+                );
+            }
+        }
+        drop(clients);
+        assert!(
+            eventually(|| close_wait_at(rw.addr) == 0),
+            "round {round}: {} left in CLOSE_WAIT: {}",
+            close_wait_at(rw.addr),
+            rw.log()
+        );
+    }
+    assert_eq!(origin.seen().len(), 150);
+    assert!(
+        established_to(origin.addr) > 0,
+        "a pooled upstream connection"
+    );
+    assert!(
+        eventually(|| established_to(origin.addr) == 0),
+        "the idle upstream connection is closed: {}",
+        rw.log()
+    );
+
+    let defaults = Ringway::start(&catch_all(&[origin.addr]), "");
+    if monoio::utils::detect_uring() {
+        assert!(
+            defaults.log().contains("registered_files=4096"),
+            "{}",
+            defaults.log()
+        );
+    }
+    let epoll = Ringway::start(
+        &catch_all(&[origin.addr]),
+        "[node]\nio_driver = \"epoll\"\n",
+    );
+    assert!(
+        epoll.log().contains("registered_files=0"),
+        "{}",
+        epoll.log()
     );
 }

@@ -6,7 +6,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    catch_all, get, routes_json, with_backend_settings, Client, PortHold, Ringway, DRIVERS,
+    catch_all, get, routes_json, tcp_sockets, with_backend_settings, Client, PortHold, Ringway,
+    Side, DRIVERS, TCP_CLOSE_WAIT,
 };
 use crate::origin::{Origin, Reply};
 
@@ -236,16 +237,7 @@ fn pooled_connections_the_origin_closed_are_never_reused() {
 /// Sockets in CLOSE_WAIT (the peer closed, this side not yet) connected to `peer`, from
 /// `/proc/net/tcp`, as `ss -tan state close-wait` shows them.
 fn close_wait_to(peer: SocketAddr) -> usize {
-    let want = format!(":{:04X}", peer.port());
-    std::fs::read_to_string("/proc/net/tcp")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[2].ends_with(&want) && f[3] == "08"
-        })
-        .count()
+    tcp_sockets(peer.port(), Side::Remote, TCP_CLOSE_WAIT)
 }
 
 #[test]

@@ -24,6 +24,11 @@ struct Inner {
 
     // Waker to notify when the close operation completes.
     state: UnsafeCell<State>,
+
+    // io_uring: the slot of the ring's registered-file table that holds this descriptor
+    // (`fixed::NO_SLOT`: none). Operations on an installed descriptor name the slot.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    fixed: std::cell::Cell<u32>,
 }
 
 enum State {
@@ -235,6 +240,8 @@ impl SharedFd {
             inner: Rc::new(Inner {
                 fd,
                 state: UnsafeCell::new(state),
+                #[cfg(all(target_os = "linux", feature = "iouring"))]
+                fixed: std::cell::Cell::new(super::uring::fixed::NO_SLOT),
             }),
         })
     }
@@ -260,6 +267,8 @@ impl SharedFd {
             inner: Rc::new(Inner {
                 fd,
                 state: UnsafeCell::new(state),
+                #[cfg(all(target_os = "linux", feature = "iouring"))]
+                fixed: std::cell::Cell::new(super::uring::fixed::NO_SLOT),
             }),
         })
     }
@@ -285,6 +294,8 @@ impl SharedFd {
             inner: Rc::new(Inner {
                 fd,
                 state: UnsafeCell::new(state),
+                #[cfg(all(target_os = "linux", feature = "iouring"))]
+                fixed: std::cell::Cell::new(super::uring::fixed::NO_SLOT),
             }),
         }
     }
@@ -310,6 +321,47 @@ impl SharedFd {
         self.inner.fd
     }
 
+    /// io_uring: what an operation's entry names, the descriptor or its registered slot, and
+    /// the entry flags that go with it (`FIXED_FILE` for a slot).
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    #[inline]
+    pub(crate) fn uring_target(&self) -> (RawFd, io_uring::squeue::Flags) {
+        match self.inner.fixed.get() {
+            super::uring::fixed::NO_SLOT => (self.inner.fd, io_uring::squeue::Flags::empty()),
+            slot => (slot as RawFd, io_uring::squeue::Flags::FIXED_FILE),
+        }
+    }
+
+    /// io_uring: install the descriptor in this thread's registered-file table (see
+    /// [`crate::utils::register_fixed_files`]), so that operations name its slot. `true` when it
+    /// is installed (now or before); `false` without a table, with a full one, on the legacy
+    /// driver or for a descriptor switched to readiness polling. The slot is emptied when the
+    /// descriptor is closed or taken out.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub(crate) fn register_fixed(&self) -> bool {
+        if self.inner.fixed.get() != super::uring::fixed::NO_SLOT {
+            return true;
+        }
+        let state = unsafe { &*self.inner.state.get() };
+        #[allow(irrefutable_let_patterns)]
+        if !matches!(state, State::Uring(UringState::Init)) {
+            return false;
+        }
+        match super::uring::fixed::install(self.inner.fd) {
+            Some(slot) => {
+                self.inner.fixed.set(slot);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the descriptor is installed in the registered-file table.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub(crate) fn is_fixed(&self) -> bool {
+        self.inner.fixed.get() != super::uring::fixed::NO_SLOT
+    }
+
     #[cfg(windows)]
     /// Returns the RawSocket
     pub(crate) fn raw_socket(&self) -> RawSocket {
@@ -330,6 +382,8 @@ impl SharedFd {
         let fd = self.inner.fd;
         match Rc::try_unwrap(self.inner) {
             Ok(inner) => {
+                #[cfg(all(target_os = "linux", feature = "iouring"))]
+                inner.release_fixed();
                 // Only drop Inner's state, skip its drop impl.
                 let mut inner_skip_drop = ManuallyDrop::new(inner);
                 #[allow(invalid_value)]
@@ -436,6 +490,7 @@ impl SharedFd {
             #[allow(irrefutable_let_patterns)]
             if let State::Uring(uring_state) = unsafe { &mut *this.inner.state.get() } {
                 if Rc::get_mut(&mut this.inner).is_some() {
+                    this.inner.release_fixed();
                     *uring_state = match super::op::Op::close(fd) {
                         Ok(op) => UringState::Closing(op),
                         Err(_) => {
@@ -474,6 +529,15 @@ impl SharedFd {
 
 #[cfg(all(target_os = "linux", feature = "iouring"))]
 impl Inner {
+    /// Empty the registered-file slot holding the descriptor, if any: the descriptor's own
+    /// close (submitted after this) then really closes the socket.
+    fn release_fixed(&self) {
+        let slot = self.fixed.replace(super::uring::fixed::NO_SLOT);
+        if slot != super::uring::fixed::NO_SLOT {
+            super::uring::fixed::release(slot);
+        }
+    }
+
     /// Completes when the FD has been closed.
     /// Should only be called for uring mode.
     async fn closed(&self) {
@@ -522,6 +586,8 @@ impl Inner {
 #[cfg(unix)]
 impl Drop for Inner {
     fn drop(&mut self) {
+        #[cfg(all(target_os = "linux", feature = "iouring"))]
+        self.release_fixed();
         let fd = self.fd;
         let state = unsafe { &mut *self.state.get() };
         #[allow(unreachable_patterns)]

@@ -55,8 +55,9 @@ impl Op<PollAdd> {
 impl OpAble for PollAdd {
     #[cfg(all(target_os = "linux", feature = "iouring"))]
     fn uring_op(&mut self) -> io_uring::squeue::Entry {
+        let (fd, fixed) = self.fd.uring_target();
         opcode::PollAdd::new(
-            types::Fd(self.fd.raw_fd()),
+            types::Fd(fd),
             if self.is_read {
                 libc::POLLIN as _
             } else {
@@ -64,6 +65,7 @@ impl OpAble for PollAdd {
             },
         )
         .build()
+        .flags(fixed)
     }
 
     #[cfg(any(feature = "legacy", feature = "poll-io"))]

@@ -65,13 +65,11 @@ impl<T: IoBufMut> Op<Read<T>> {
 impl<T: IoBufMut> OpAble for Read<T> {
     #[cfg(all(target_os = "linux", feature = "iouring"))]
     fn uring_op(&mut self) -> io_uring::squeue::Entry {
-        opcode::Read::new(
-            types::Fd(self.fd.raw_fd()),
-            self.buf.write_ptr(),
-            self.buf.bytes_total() as _,
-        )
-        .offset(self.offset)
-        .build()
+        let (fd, fixed) = self.fd.uring_target();
+        opcode::Read::new(types::Fd(fd), self.buf.write_ptr(), self.buf.bytes_total() as _)
+            .offset(self.offset)
+            .build()
+            .flags(fixed)
     }
 
     #[cfg(any(feature = "legacy", feature = "poll-io"))]
@@ -166,7 +164,10 @@ impl<T: IoVecBufMut> OpAble for ReadVec<T> {
     fn uring_op(&mut self) -> io_uring::squeue::Entry {
         let ptr = self.buf_vec.write_iovec_ptr() as _;
         let len = self.buf_vec.write_iovec_len() as _;
-        opcode::Readv::new(types::Fd(self.fd.raw_fd()), ptr, len).build()
+        let (fd, fixed) = self.fd.uring_target();
+        opcode::Readv::new(types::Fd(fd), ptr, len)
+            .build()
+            .flags(fixed)
     }
 
     #[cfg(any(feature = "legacy", feature = "poll-io"))]

@@ -102,12 +102,14 @@ const IORING_RECVSEND_POLL_FIRST: u16 = 1;
 impl<T: IoBufMut> OpAble for Recv<T> {
     #[cfg(all(target_os = "linux", feature = "iouring"))]
     fn uring_op(&mut self) -> io_uring::squeue::Entry {
+        let (fd, fixed) = self.fd.uring_target();
         let mut sqe = opcode::Recv::new(
-            types::Fd(self.fd.raw_fd()),
+            types::Fd(fd),
             self.buf.write_ptr(),
             self.buf.bytes_total() as _,
         )
-        .build();
+        .build()
+        .flags(fixed);
         if self.poll_first {
             super::or_ioprio(&mut sqe, IORING_RECVSEND_POLL_FIRST);
         }

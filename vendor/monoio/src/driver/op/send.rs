@@ -75,13 +75,15 @@ impl<T: IoBuf> OpAble for Send<T> {
         #[allow(deprecated)]
         let flags = libc::MSG_NOSIGNAL as libc::c_int;
 
+        let (fd, fixed) = self.fd.uring_target();
         opcode::Send::new(
-            types::Fd(self.fd.raw_fd()),
+            types::Fd(fd),
             self.buf.read_ptr(),
             self.buf.bytes_init() as _,
         )
         .flags(flags)
         .build()
+        .flags(fixed)
     }
 
     #[cfg(any(feature = "legacy", feature = "poll-io"))]

@@ -47,13 +47,11 @@ impl<T: IoBuf> Op<Write<T>> {
 impl<T: IoBuf> OpAble for Write<T> {
     #[cfg(all(target_os = "linux", feature = "iouring"))]
     fn uring_op(&mut self) -> io_uring::squeue::Entry {
-        opcode::Write::new(
-            types::Fd(self.fd.raw_fd()),
-            self.buf.read_ptr(),
-            self.buf.bytes_init() as _,
-        )
-        .offset(self.offset)
-        .build()
+        let (fd, fixed) = self.fd.uring_target();
+        opcode::Write::new(types::Fd(fd), self.buf.read_ptr(), self.buf.bytes_init() as _)
+            .offset(self.offset)
+            .build()
+            .flags(fixed)
     }
 
     #[cfg(any(feature = "legacy", feature = "poll-io"))]
@@ -186,10 +184,13 @@ impl<T: IoVecBuf> OpAble for WriteVec<T> {
     fn uring_op(&mut self) -> io_uring::squeue::Entry {
         let ptr = self.buf_vec.read_iovec_ptr() as *const _;
         let len = self.buf_vec.read_iovec_len() as _;
+        let (fd, fixed) = self.fd.uring_target();
         if self.send {
-            return vectorized_send(self.fd.raw_fd(), ptr, len);
+            return vectorized_send(fd, ptr, len).flags(fixed);
         }
-        opcode::Writev::new(types::Fd(self.fd.raw_fd()), ptr, len).build()
+        opcode::Writev::new(types::Fd(fd), ptr, len)
+            .build()
+            .flags(fixed)
     }
 
     #[cfg(any(feature = "legacy", feature = "poll-io"))]

@@ -24,6 +24,7 @@ use super::{
 };
 use crate::utils::slab::Slab;
 
+pub(crate) mod fixed;
 mod lifecycle;
 pub(crate) mod multishot;
 #[cfg(feature = "sync")]
@@ -85,6 +86,9 @@ pub(crate) struct UringInner {
 
     // Uring support ext_arg
     ext_arg: bool,
+
+    /// Slots of the registered-file table (empty until one is registered).
+    fixed: fixed::FixedFiles,
 }
 
 // When dropping the driver, all in-flight operations must have completed. This
@@ -114,6 +118,7 @@ impl IoUringDriver {
             poller_installed: false,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            fixed: Default::default(),
             uring,
         }));
 
@@ -148,6 +153,7 @@ impl IoUringDriver {
             poll: super::poll::Poll::with_capacity(entries as usize)?,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            fixed: Default::default(),
             uring,
             shared_waker: std::sync::Arc::new(waker::EventWaker::new(waker)),
             eventfd_installed: false,

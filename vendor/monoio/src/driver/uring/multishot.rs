@@ -284,8 +284,10 @@ impl MultiRecv {
             abandoned: false,
             ring: ring.clone(),
         })));
-        let sqe = opcode::RecvMulti::new(types::Fd(fd.raw_fd()), ring.group)
+        let (raw, fixed) = fd.uring_target();
+        let sqe = opcode::RecvMulti::new(types::Fd(raw), ring.group)
             .build()
+            .flags(fixed)
             .user_data(index as u64);
         if unsafe { inner.uring.submission().push(&sqe) }.is_err() {
             inner.submit()?;

@@ -117,6 +117,24 @@ impl TcpStream {
         self.send_vectorized = on;
     }
 
+    /// Install the socket in this thread's table of registered files (see
+    /// [`register_fixed_files`](crate::utils::register_fixed_files)): from now on io_uring
+    /// operations on it name its slot, so the kernel skips the descriptor lookup and the file
+    /// reference count on each one. It costs one `io_uring_register` call, so it pays for
+    /// connections that carry many operations. `true` once installed; `false` without a table,
+    /// with a full one, or on the legacy driver, where nothing changes. The slot is emptied when
+    /// the socket is closed or taken out of the stream.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub fn register_fixed(&self) -> bool {
+        self.fd.register_fixed()
+    }
+
+    /// Whether the socket is installed in the registered-file table.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub fn is_fixed(&self) -> bool {
+        self.fd.is_fixed()
+    }
+
     /// A wait for read readiness (data, end of stream or an error) that owns its operation
     /// instead of borrowing the stream. On io_uring the poll is submitted now and keeps the
     /// descriptor open until it completes or the returned value is dropped (which cancels
