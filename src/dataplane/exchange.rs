@@ -23,10 +23,10 @@ use crate::tls::stream::{HandshakeError, TlsStream};
 
 use super::conn::{Conn, Next};
 use super::error::ProxyError;
-use super::gather::write_gather;
+use super::gather::{write_gather, Gather};
 use super::respond::CONTINUE_100;
 use super::stats::RetryReason;
-use super::upstream::{InFlight, Upstreams};
+use super::upstream::{InFlight, Upstreams, Watch};
 use super::worker::Worker;
 use crate::config::MAX_RETRIES;
 use crate::edge::Rewrite;
@@ -431,6 +431,59 @@ async fn attempt(
 
     // Head plus the body bytes that came with it, in one writev.
     let g = build_upstream_head(c, w, head, target, body);
+    // A whole request on a pooled connection whose receive is armed already: the send is
+    // collected once the answer's first read completed, so the exchange wakes once for both.
+    let mut watch = watch;
+    if w.send_vectorized && body.complete && !body.has_retained() {
+        if let (Some(Watch::Recv(_)), Some(tcp)) = (&watch, up.plain()) {
+            let Some(Watch::Recv(read)) = watch.take() else {
+                unreachable!("matched above")
+            };
+            let total = g.remaining();
+            let sending = tcp.send_whole_owned(g);
+            let sent_at = Upstreams::timed(gate.flight).then(std::time::Instant::now);
+            let first = match sending {
+                Ok(send) => {
+                    let read_timeout = be
+                        .settings
+                        .read_timeout
+                        .unwrap_or(w.cfg.timeouts.upstream_read());
+                    let first = w.timed(read_timeout, read).await;
+                    let sent = w.timed(w.cfg.timeouts.send(), send).await;
+                    if let Err(o) = collect_send(c, body, sent, total, reused) {
+                        return o;
+                    }
+                    first
+                }
+                Err(e) => {
+                    drop(read);
+                    // The buffers went with the refused send.
+                    c.rbuf = Vec::with_capacity(w.cfg.idle_buffer_bytes);
+                    body.forfeit();
+                    return Outcome::Failed {
+                        err: ProxyError::UpstreamIo(e),
+                        reached: Reached::Server,
+                    };
+                }
+            };
+            let Some(first) = first else {
+                return Outcome::Failed {
+                    err: ProxyError::UpstreamTimeout,
+                    reached: Reached::Server,
+                };
+            };
+            let done = Done {
+                consume_end: body.buffered_end,
+                reused,
+                replayable: body.replayable(),
+                force_close: false,
+                sent_at,
+                watch: None,
+                answered: Some(first),
+            };
+            return relay_response(c, w, head, target, up, done, gate).await;
+        }
+    }
     let sent = w
         .timed(w.cfg.timeouts.send(), write_gather(&mut up, g))
         .await;
@@ -515,6 +568,7 @@ async fn attempt(
                     force_close: true,
                     sent_at,
                     watch,
+                    answered: None,
                 };
                 return match relay_response(c, w, head, target, up, done, gate).await {
                     Outcome::Failed { .. } => Outcome::Failed {
@@ -544,6 +598,48 @@ async fn attempt(
         force_close: false,
         sent_at,
         watch,
+        answered: None,
     };
     relay_response(c, w, head, target, up, done, gate).await
+}
+
+/// The result of a whole request's send collected after the answer's first read: its buffers
+/// go back to the connection, and a send that failed ends the attempt as it would have before
+/// the answer was awaited (a reused connection's as stale, so another attempt may follow).
+fn collect_send(
+    c: &mut Conn,
+    body: &mut BodyState,
+    sent: Option<(std::io::Result<usize>, Gather)>,
+    total: usize,
+    reused: bool,
+) -> Result<(), Outcome> {
+    let Some((res, g)) = sent else {
+        // The buffers went with the cancelled send; the request cannot be replayed.
+        c.rbuf = Vec::new();
+        body.forfeit();
+        return Err(Outcome::Failed {
+            err: ProxyError::UpstreamTimeout,
+            reached: Reached::Server,
+        });
+    };
+    let (rbuf, extra, iov) = g.into_parts();
+    c.rbuf = rbuf;
+    c.extra = extra;
+    c.iov = iov;
+    let err = match res {
+        Ok(n) if n == total => return Ok(()),
+        Ok(_) => std::io::ErrorKind::WriteZero.into(),
+        Err(e) => e,
+    };
+    Err(if reused {
+        Outcome::Failed {
+            err: ProxyError::Stale,
+            reached: Reached::Nothing,
+        }
+    } else {
+        Outcome::Failed {
+            err: ProxyError::UpstreamIo(err),
+            reached: Reached::Server,
+        }
+    })
 }

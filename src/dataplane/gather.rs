@@ -197,4 +197,85 @@ mod tests {
             );
         }
     }
+
+    /// A whole-request send that owns its buffers completes once, with every byte of several
+    /// megabytes (more than the socket takes at once), even while nobody awaits it; a peer that
+    /// closes ends it with an error instead.
+    #[test]
+    fn an_owned_whole_send_completes_once_with_every_byte_or_with_the_error() {
+        if !monoio::utils::detect_vectorized_send() {
+            return; // Linux 6.17 or newer
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let (mut theirs, _) = listener.accept().unwrap();
+            // A slow start: the send must wait for room more than once.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut theirs, &mut got).unwrap();
+            got
+        });
+        let (g, expected) = big_gather();
+        let total = g.remaining();
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("an io_uring runtime")
+            .block_on(async move {
+                let mut ours = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
+                let refused =
+                    ours.send_whole_owned(Gather::new(Vec::new(), Vec::new(), Vec::new()));
+                assert!(refused.is_err(), "needs vectorized sends on");
+                ours.set_send_vectorized(true);
+                // A small send buffer: the socket takes the megabytes a piece at a time.
+                let small: libc::c_int = 64 << 10;
+                // SAFETY: a valid socket and option value of the right size.
+                let set = unsafe {
+                    libc::setsockopt(
+                        std::os::fd::AsRawFd::as_raw_fd(&ours),
+                        libc::SOL_SOCKET,
+                        libc::SO_SNDBUF,
+                        (&small as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                assert_eq!(set, 0);
+                let send = ours.send_whole_owned(g).unwrap();
+                // Not awaited for a while: it goes on in the kernel.
+                monoio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let (res, back) = send.await;
+                assert_eq!(res.unwrap(), total, "one completion for every byte");
+                assert_eq!(
+                    back.remaining(),
+                    total,
+                    "the buffers come back as they went"
+                );
+            });
+        let got = reader.join().unwrap();
+        assert!(got == expected, "{} bytes, in order", got.len());
+
+        // The peer goes away: the send ends with an error, not a short count.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let closer = std::thread::spawn(move || drop(listener.accept().unwrap()));
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .build()
+            .expect("an io_uring runtime")
+            .block_on(async move {
+                let mut ours = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
+                ours.set_send_vectorized(true);
+                closer.join().unwrap();
+                let mut failed = false;
+                for _ in 0..20 {
+                    let (g, _) = big_gather();
+                    let (res, _) = ours.send_whole_owned(g).unwrap().await;
+                    if res.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                assert!(failed, "sends to a closed peer fail");
+            });
+    }
 }

@@ -82,6 +82,11 @@ impl BodyState {
         !self.unreplayable
     }
 
+    /// Whether body bytes beyond `rbuf` were kept (a retry sends them after the head).
+    pub fn has_retained(&self) -> bool {
+        !self.retained.is_empty()
+    }
+
     /// The bytes kept beyond `rbuf`, to send after the head on another attempt.
     pub fn take_retained(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.retained)

@@ -33,7 +33,7 @@ async fn read_response_head(
     head: &RequestHead,
     be: &Backend,
     up: &mut NetStream,
-    armed: Option<PendingRead<Vec<u8>>>,
+    armed: Option<FirstRead>,
     ubuf: &mut Vec<u8>,
     reused: bool,
 ) -> Result<ResponseHead, Outcome> {
@@ -50,9 +50,13 @@ async fn read_response_head(
     };
     let mut scanned = 0;
     let mut got_any = false;
-    if let Some(armed) = armed {
-        let Some((res, back)) = w.timed(read_timeout, armed).await else {
-            return failed(ProxyError::UpstreamTimeout);
+    if let Some(first) = armed {
+        let (res, back) = match first {
+            FirstRead::Armed(armed) => match w.timed(read_timeout, armed).await {
+                Some(done) => done,
+                None => return failed(ProxyError::UpstreamTimeout),
+            },
+            FirstRead::Done(res, back) => (res, back),
         };
         *ubuf = back;
         got_any = read_succeeded(res, got_any, reused)?;
@@ -150,6 +154,17 @@ pub(super) struct Done {
     /// A pooled connection's watch: an armed receive is the answer's first read; a poll is
     /// handed back to the pool with the connection.
     pub watch: Option<Watch>,
+    /// The answer's first read, already completed (awaited before the request's send was
+    /// collected): its result and buffer.
+    pub answered: Option<(std::io::Result<usize>, Vec<u8>)>,
+}
+
+/// The answer's first read when it was set up before the request went out.
+enum FirstRead {
+    /// A pooled connection's armed receive.
+    Armed(PendingRead<Vec<u8>>),
+    /// One that completed already.
+    Done(std::io::Result<usize>, Vec<u8>),
 }
 
 pub(super) async fn relay_response(
@@ -164,9 +179,10 @@ pub(super) async fn relay_response(
     let Target { be, server, .. } = target;
     // An armed receive is the answer's first read and brings its own buffer; a poll goes
     // back to the pool with the connection.
-    let (armed, mut ubuf) = match d.watch.take() {
-        Some(Watch::Recv(armed)) => (Some(armed), Vec::new()),
-        poll => {
+    let (armed, mut ubuf) = match (d.answered.take(), d.watch.take()) {
+        (Some((res, buf)), _) => (Some(FirstRead::Done(res, buf)), Vec::new()),
+        (None, Some(Watch::Recv(armed))) => (Some(FirstRead::Armed(armed)), Vec::new()),
+        (None, poll) => {
             d.watch = poll;
             (None, w.bufs.take())
         }

@@ -12,6 +12,8 @@ pub use listener_config::ListenerOpts;
 pub use listener_config::ListenerOpts as ListenerConfig;
 #[cfg(all(target_os = "linux", feature = "iouring"))]
 pub use crate::driver::{BufRing, MultiRecv, RecvChunk};
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+pub use tcp::PendingWrite;
 pub use tcp::{PendingRead, ReadReady, TcpConnectOpts, TcpListener, TcpStream};
 #[cfg(unix)]
 pub use unix::{Pipe, UnixDatagram, UnixListener, UnixStream};

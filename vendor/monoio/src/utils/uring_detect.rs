@@ -67,7 +67,7 @@ pub fn detect_vectorized_send() -> bool {
             iov_base: byte.as_ptr() as *mut _,
             iov_len: 1,
         }];
-        let sqe = crate::driver::op::write::vectorized_send(a.as_raw_fd(), iov.as_ptr(), 1);
+        let sqe = crate::driver::op::write::vectorized_send(a.as_raw_fd(), iov.as_ptr(), 1, false);
         // SAFETY: the entry points at `iov` and `byte`, which outlive the wait below.
         err_to_false!(unsafe { uring.submission().push(&sqe) });
         err_to_false!(uring.submit_and_wait(1));

@@ -127,10 +127,14 @@ pub(crate) fn vectorized_send(
     fd: std::os::fd::RawFd,
     iov: *const libc::iovec,
     len: u32,
+    whole: bool,
 ) -> io_uring::squeue::Entry {
+    // MSG_WAITALL: io_uring retries a short send itself and completes once every byte is out
+    // (or with the error that stopped it).
+    let wait_all = if whole { libc::MSG_WAITALL } else { 0 };
     #[allow(deprecated)]
     let mut sqe = opcode::Send::new(types::Fd(fd), iov.cast(), len)
-        .flags(libc::MSG_NOSIGNAL as _)
+        .flags((libc::MSG_NOSIGNAL | wait_all) as _)
         .build();
     super::or_ioprio(&mut sqe, IORING_SEND_VECTORIZED);
     sqe
@@ -147,6 +151,9 @@ pub(crate) struct WriteVec<T> {
     /// io_uring: a socket's gathered write as a vectorized `SEND` (see
     /// [`crate::utils::detect_vectorized_send`]) instead of `WRITEV`.
     send: bool,
+
+    /// With `send`: complete only once every byte is sent (`MSG_WAITALL`).
+    whole: bool,
 }
 
 impl<T: IoVecBuf> Op<WriteVec<T>> {
@@ -161,6 +168,19 @@ impl<T: IoVecBuf> Op<WriteVec<T>> {
             fd: fd.clone(),
             buf_vec,
             send,
+            whole: false,
+        })
+    }
+
+    /// A vectorized `SEND` (io_uring, Linux 6.17) that completes only once every byte is out,
+    /// or with the error that stopped it: never short.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub(crate) fn send_whole(fd: &SharedFd, buf_vec: T) -> io::Result<Self> {
+        Op::submit_with(WriteVec {
+            fd: fd.clone(),
+            buf_vec,
+            send: true,
+            whole: true,
         })
     }
 
@@ -170,6 +190,7 @@ impl<T: IoVecBuf> Op<WriteVec<T>> {
             fd: fd.clone(),
             buf_vec,
             send: false,
+            whole: false,
         }
     }
 
@@ -186,7 +207,7 @@ impl<T: IoVecBuf> OpAble for WriteVec<T> {
         let len = self.buf_vec.read_iovec_len() as _;
         let (fd, fixed) = self.fd.uring_target();
         if self.send {
-            return vectorized_send(fd, ptr, len).flags(fixed);
+            return vectorized_send(fd, ptr, len, self.whole).flags(fixed);
         }
         opcode::Writev::new(types::Fd(fd), ptr, len)
             .build()

@@ -8,6 +8,8 @@ mod tfo;
 
 pub use listener::TcpListener;
 pub use split::{TcpOwnedReadHalf, TcpOwnedWriteHalf};
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+pub use stream::PendingWrite;
 pub use stream::{PendingRead, ReadReady, TcpConnectOpts, TcpStream};
 
 #[cfg(feature = "poll-io")]

@@ -129,6 +129,23 @@ impl TcpStream {
         self.fd.register_fixed()
     }
 
+    /// A gathered write that owns its operation and buffers instead of borrowing the stream:
+    /// a vectorized `SEND` with `MSG_WAITALL`, submitted now, that completes only once every
+    /// byte is out or with the error that stopped it (never short). The caller may wait for
+    /// something else first (the answer to what it sends, say) and collect the result after,
+    /// without a wake-up for the send alone. Dropping it in flight cancels it, and the buffers
+    /// go with it. Needs vectorized sends
+    /// ([`set_send_vectorized`](Self::set_send_vectorized) on, where
+    /// [`detect_vectorized_send`](crate::utils::detect_vectorized_send) says the kernel has
+    /// them); `Unsupported` otherwise.
+    #[cfg(all(target_os = "linux", feature = "iouring"))]
+    pub fn send_whole_owned<T: IoVecBuf>(&self, buf_vec: T) -> io::Result<PendingWrite<T>> {
+        if !self.send_vectorized {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        Op::send_whole(&self.fd, buf_vec).map(PendingWrite)
+    }
+
     /// Whether the socket is installed in the registered-file table.
     #[cfg(all(target_os = "linux", feature = "iouring"))]
     pub fn is_fixed(&self) -> bool {
@@ -373,6 +390,23 @@ impl<T: IoBufMut> Future for PendingRead<T> {
             unsafe { buf.set_init(n) };
         }
         std::task::Poll::Ready((res, buf))
+    }
+}
+
+/// A gathered write in flight that owns its buffers: see [`TcpStream::send_whole_owned`].
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+pub struct PendingWrite<T: IoVecBuf>(Op<crate::driver::op::write::WriteVec<T>>);
+
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+impl<T: IoVecBuf> Future for PendingWrite<T> {
+    type Output = BufResult<usize, T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let done = std::task::ready!(std::pin::Pin::new(&mut self.0).poll(cx));
+        std::task::Poll::Ready((done.meta.result.map(|n| n as usize), done.data.buf_vec))
     }
 }
 
