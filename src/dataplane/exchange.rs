@@ -9,7 +9,7 @@ mod upstream_head;
 
 use body::stream_request_body;
 pub use body::BodyState;
-use response::{relay_response, Done};
+use response::{relay_response, upstream_read_timeout, Done};
 use upstream_head::build_upstream_head;
 pub use upstream_head::request_id;
 
@@ -23,7 +23,7 @@ use crate::tls::stream::{HandshakeError, TlsStream};
 
 use super::conn::{Conn, Next};
 use super::error::ProxyError;
-use super::gather::{write_gather, Gather};
+use super::gather::write_gather;
 use super::respond::CONTINUE_100;
 use super::stats::RetryReason;
 use super::upstream::{InFlight, Upstreams, Watch};
@@ -431,32 +431,29 @@ async fn attempt(
 
     // Head plus the body bytes that came with it, in one writev.
     let g = build_upstream_head(c, w, head, target, body);
-    // A whole request on a pooled connection whose receive is armed already: the send is
-    // collected once the answer's first read completed, so the exchange wakes once for both.
-    let mut watch = watch;
-    if w.send_vectorized && body.complete && !body.has_retained() {
-        if let (Some(Watch::Recv(_)), Some(tcp)) = (&watch, up.plain()) {
-            let Some(Watch::Recv(read)) = watch.take() else {
-                unreachable!("matched above")
-            };
+    // A whole request on a pooled plain connection whose receive is armed already goes out as
+    // a send that completes only whole (or failed); it is collected once the answer's first
+    // read completed, so the exchange wakes once for both.
+    let (armed, watch) = match watch {
+        Some(Watch::Recv(read))
+            if w.send_vectorized
+                && body.complete
+                && !body.has_retained()
+                && up.plain().is_some() =>
+        {
+            (Some(read), None)
+        }
+        watch => (None, watch),
+    };
+    // Some(None): the answer's first read timed out.
+    let mut answered = None;
+    let mut submitted_at = None;
+    let sent = match (armed, up.plain()) {
+        (Some(read), Some(tcp)) => {
             let total = g.remaining();
-            let sending = tcp.send_whole_owned(g);
-            let sent_at = Upstreams::timed(gate.flight).then(std::time::Instant::now);
-            let first = match sending {
-                Ok(send) => {
-                    let read_timeout = be
-                        .settings
-                        .read_timeout
-                        .unwrap_or(w.cfg.timeouts.upstream_read());
-                    let first = w.timed(read_timeout, read).await;
-                    let sent = w.timed(w.cfg.timeouts.send(), send).await;
-                    if let Err(o) = collect_send(c, body, sent, total, reused) {
-                        return o;
-                    }
-                    first
-                }
+            let send = match tcp.send_whole_owned(g) {
+                Ok(send) => send,
                 Err(e) => {
-                    drop(read);
                     // The buffers went with the refused send.
                     c.rbuf = Vec::with_capacity(w.cfg.idle_buffer_bytes);
                     body.forfeit();
@@ -466,27 +463,21 @@ async fn attempt(
                     };
                 }
             };
-            let Some(first) = first else {
-                return Outcome::Failed {
-                    err: ProxyError::UpstreamTimeout,
-                    reached: Reached::Server,
-                };
-            };
-            let done = Done {
-                consume_end: body.buffered_end,
-                reused,
-                replayable: body.replayable(),
-                force_close: false,
-                sent_at,
-                watch: None,
-                answered: Some(first),
-            };
-            return relay_response(c, w, head, target, up, done, gate).await;
+            submitted_at = Some(Upstreams::timed(gate.flight).then(std::time::Instant::now));
+            let read_timeout = upstream_read_timeout(w, be);
+            answered = Some(w.timed(read_timeout, read).await);
+            let sent = w.timed(w.cfg.timeouts.send(), send).await;
+            sent.map(|(res, g)| match res {
+                Ok(n) if n == total => (Ok(()), g),
+                Ok(_) => (Err(std::io::ErrorKind::WriteZero.into()), g),
+                Err(e) => (Err(e), g),
+            })
         }
-    }
-    let sent = w
-        .timed(w.cfg.timeouts.send(), write_gather(&mut up, g))
-        .await;
+        _ => {
+            w.timed(w.cfg.timeouts.send(), write_gather(&mut up, g))
+                .await
+        }
+    };
     let res = match sent {
         Some((res, g)) => {
             let (rbuf, extra, iov) = g.into_parts();
@@ -505,8 +496,10 @@ async fn attempt(
             };
         }
     };
-    // Timed for the balancer from the moment the request is out.
-    let sent_at = Upstreams::timed(gate.flight).then(std::time::Instant::now);
+    // Timed for the balancer from the moment the request is out (submitted, when the send was
+    // collected after the answer).
+    let sent_at =
+        submitted_at.unwrap_or_else(|| Upstreams::timed(gate.flight).then(std::time::Instant::now));
     if let Err(e) = res {
         return if reused {
             Outcome::Failed {
@@ -518,6 +511,12 @@ async fn attempt(
                 err: ProxyError::UpstreamIo(e),
                 reached: Reached::Server,
             }
+        };
+    }
+    if let Some(None) = answered {
+        return Outcome::Failed {
+            err: ProxyError::UpstreamTimeout,
+            reached: Reached::Server,
         };
     }
     // A retry sends the body bytes an earlier attempt kept.
@@ -598,48 +597,7 @@ async fn attempt(
         force_close: false,
         sent_at,
         watch,
-        answered: None,
+        answered: answered.flatten(),
     };
     relay_response(c, w, head, target, up, done, gate).await
-}
-
-/// The result of a whole request's send collected after the answer's first read: its buffers
-/// go back to the connection, and a send that failed ends the attempt as it would have before
-/// the answer was awaited (a reused connection's as stale, so another attempt may follow).
-fn collect_send(
-    c: &mut Conn,
-    body: &mut BodyState,
-    sent: Option<(std::io::Result<usize>, Gather)>,
-    total: usize,
-    reused: bool,
-) -> Result<(), Outcome> {
-    let Some((res, g)) = sent else {
-        // The buffers went with the cancelled send; the request cannot be replayed.
-        c.rbuf = Vec::new();
-        body.forfeit();
-        return Err(Outcome::Failed {
-            err: ProxyError::UpstreamTimeout,
-            reached: Reached::Server,
-        });
-    };
-    let (rbuf, extra, iov) = g.into_parts();
-    c.rbuf = rbuf;
-    c.extra = extra;
-    c.iov = iov;
-    let err = match res {
-        Ok(n) if n == total => return Ok(()),
-        Ok(_) => std::io::ErrorKind::WriteZero.into(),
-        Err(e) => e,
-    };
-    Err(if reused {
-        Outcome::Failed {
-            err: ProxyError::Stale,
-            reached: Reached::Nothing,
-        }
-    } else {
-        Outcome::Failed {
-            err: ProxyError::UpstreamIo(err),
-            reached: Reached::Server,
-        }
-    })
 }

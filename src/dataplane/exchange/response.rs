@@ -22,6 +22,13 @@ use crate::http::{
 };
 use crate::route::Backend;
 
+/// How long a read of a server's answer may wait: the backend's own setting, or the profile's.
+pub(super) fn upstream_read_timeout(w: &Worker, be: &Backend) -> std::time::Duration {
+    be.settings
+        .read_timeout
+        .unwrap_or(w.cfg.timeouts.upstream_read())
+}
+
 /// Read one response head from the upstream into `ubuf`, passing interim (1xx) responses on.
 /// A pooled connection's armed receive is the first read, and its buffer becomes `ubuf`
 /// (empty until then). A failure means the request went out: the upstream may have acted on
@@ -38,10 +45,7 @@ async fn read_response_head(
     reused: bool,
 ) -> Result<ResponseHead, Outcome> {
     let limits = w.cfg.upstream_head_limits;
-    let read_timeout = be
-        .settings
-        .read_timeout
-        .unwrap_or(w.cfg.timeouts.upstream_read());
+    let read_timeout = upstream_read_timeout(w, be);
     let failed = |err| {
         Err(Outcome::Failed {
             err,
@@ -289,10 +293,7 @@ pub(super) async fn relay_response(
         }
         _ => return Outcome::Aborted,
     };
-    let read_timeout = be
-        .settings
-        .read_timeout
-        .unwrap_or(w.cfg.timeouts.upstream_read());
+    let read_timeout = upstream_read_timeout(w, be);
     // Only bytes that cross unchanged can be spliced: neither side may be TLS.
     let plain = c.stream.plain().is_some() && up.plain().is_some();
     if !done && plain && matches!(rh.framing, BodyFraming::Length(_)) {
