@@ -248,9 +248,19 @@ impl Upstreams {
                 .unwrap_or_default()
         };
         let (ea, eb) = (ewma(a), ewma(b));
-        let cost_a = ea.cost(ns, eb.rtt(ns), servers[a].weight);
-        let cost_b = eb.cost(ns, ea.rtt(ns), servers[b].weight);
-        let i = if cost_b < cost_a { b } else { a };
+        let cost_a = ea.cost(ns, &eb, servers[a].weight);
+        let cost_b = eb.cost(ns, &ea, servers[b].weight);
+        let (i, chosen, other) = if cost_b < cost_a {
+            (b, eb, ea)
+        } else {
+            (a, ea, eb)
+        };
+        drop(load);
+        if let Some(bar) = chosen.stale_against(ns, &other) {
+            if let Some(l) = self.load.borrow_mut().get_mut(&servers[i].addr) {
+                l.ewma.probing(bar);
+            }
+        }
         Some(Pick {
             index: i as u16,
             server: &servers[i],
@@ -293,6 +303,12 @@ impl Upstreams {
         });
     }
 
+    /// The attempt's answer was a 5xx: the estimate is left alone, but a server asked because
+    /// its estimate went stale is not asked again soon.
+    pub fn answered_failing(&self, flight: &InFlight<'_>, now: Instant) {
+        self.estimate(flight, now, |ewma, ns| ewma.probe_failed(ns));
+    }
+
     /// Update the estimate of a timed attempt's server with `f(estimate, now in ns)`.
     fn estimate(&self, flight: &InFlight<'_>, now: Instant, f: impl FnOnce(&mut PeakEwma, u64)) {
         let Some(addr) = flight.addr.filter(|_| flight.timed) else {
@@ -309,7 +325,7 @@ impl Upstreams {
     /// p2c stops choosing it at once instead of only when ejection takes it out. A refused
     /// connection fails fast and must not make the server look fast; its charge fades within
     /// seconds (the host answered: the server is down or restarting, not silent), where any
-    /// other failure's fades like a measured response.
+    /// other failure's fades like a measured response but never goes stale.
     pub fn penalise(
         &self,
         flight: &InFlight<'_>,
@@ -323,7 +339,7 @@ impl Upstreams {
             if refused {
                 ewma.charge_refused(charge, ns)
             } else {
-                ewma.observe(charge, ns)
+                ewma.charge_failed(charge, ns)
             }
         });
     }
@@ -523,6 +539,57 @@ pub(crate) mod tests {
         let picks: Vec<u16> = (0..300).map(|_| port(u.pick(&b, &[], later))).collect();
         assert!(picks.contains(&3), "the refusing server is chosen again");
         assert!(!picks.contains(&2), "the silent server is still avoided");
+    }
+
+    #[test]
+    fn p2c_asks_a_server_that_answered_slowly_once_again_within_about_a_second() {
+        // Three servers at low traffic (nothing in flight): the dearest loses every draw.
+        let b = backend(&[("127.0.0.1:1", 1), ("127.0.0.1:2", 1), ("127.0.0.1:3", 1)]);
+        let u = ups(Balancer::P2cEwma);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let answer = |s: usize, ms: u64, t: Instant| {
+            let f = u.begin(&b, &b.servers[s], t);
+            u.observe(&f, Duration::from_millis(ms), t);
+        };
+        // Servers 1 and 2 answer in 1 ms and are kept fresh; `picks_of_3` draws 300 times.
+        let picks_of_3 = |t: Instant| {
+            answer(0, 1, t);
+            answer(1, 1, t);
+            (0..300).filter(|_| port(u.pick(&b, &[], t)) == 3).count()
+        };
+        // Server 3's first answer was slow (a new instance, still cold).
+        answer(2, 5, at(0));
+        assert_eq!(
+            picks_of_3(at(500)),
+            0,
+            "avoided right after its slow answer"
+        );
+        // A second without news: it is asked again, where decay alone (10 s) would have kept
+        // it out for about 16 s.
+        let asked = picks_of_3(at(1_200));
+        assert!((50..150).contains(&asked), "{asked} of 300");
+        // Fast again: back in rotation at once, a third of the picks.
+        answer(2, 1, at(1_200));
+        let share = picks_of_3(at(1_200));
+        assert!((70..130).contains(&share), "{share} of 300");
+        // Slow again: avoided for a second, then asked; that probe finds it still slow (more
+        // than twice its peer's 1 ms), so the next wait is two seconds.
+        answer(2, 5, at(1_300));
+        assert_eq!(picks_of_3(at(2_200)), 0);
+        assert!(picks_of_3(at(2_400)) > 0);
+        answer(2, 5, at(2_400));
+        assert_eq!(
+            picks_of_3(at(4_000)),
+            0,
+            "the probe that found it slow doubled the wait"
+        );
+        assert!(picks_of_3(at(4_500)) > 0);
+        // A probe that finds it fast puts it back in rotation and the wait back to a second.
+        answer(2, 1, at(4_500));
+        assert!(picks_of_3(at(4_500)) > 70);
+        answer(2, 5, at(4_600));
+        assert!(picks_of_3(at(5_700)) > 0);
     }
 
     #[test]

@@ -202,9 +202,13 @@ pub(super) async fn relay_response(
     c.rec.upstream_answered();
     // A 5xx says nothing about the server's speed (a server failing fast must not look
     // fast to the balancer); ejection deals with it.
-    if let Some(sent) = d.sent_at.filter(|_| rh.status < 500) {
+    if let Some(sent) = d.sent_at {
         let now = std::time::Instant::now();
-        w.upstreams.observe(gate.flight, now - sent, now);
+        if rh.status < 500 {
+            w.upstreams.observe(gate.flight, now - sent, now);
+        } else {
+            w.upstreams.answered_failing(gate.flight, now);
+        }
     }
     if rh.status != 101 && gate.retries_status(w, rh.status, d.replayable) {
         discard_response(w, target, up, ubuf, &rh, &mut d);
