@@ -108,6 +108,11 @@ impl PeakEwma {
     /// Take a sample: a peak as is, a faster one averaged in (replacing a stale estimate).
     fn take(&mut self, rtt_ns: u64, now_ns: u64) {
         let sample = rtt_ns as f64;
+        let current = if self.is_stale(now_ns) {
+            None
+        } else {
+            self.rtt(now_ns)
+        };
         if self.probe_bar_ns > 0.0 {
             self.backoff = if sample > 2.0 * self.probe_bar_ns {
                 (self.backoff + 1).min(MAX_BACKOFF)
@@ -116,11 +121,6 @@ impl PeakEwma {
             };
             self.probe_bar_ns = 0.0;
         }
-        let current = if self.is_stale(now_ns) {
-            None
-        } else {
-            self.rtt(now_ns)
-        };
         match current {
             // A peak is taken as is: a server that got slower loses traffic at once.
             Some(current) if sample <= current => {
@@ -330,6 +330,15 @@ mod tests {
         }
         // In tenths of a second: 1, 2, 4, 8, 16, 32, 32 s.
         assert_eq!(waits, [10, 20, 40, 80, 160, 320, 320]);
+        // The probe's answer replaces the stale estimate even where it is a little faster
+        // than the estimate had decayed to (judged before the wait doubles).
+        let (mut slowish, mut other) = (PeakEwma::default(), PeakEwma::default());
+        slowish.observe(300 * MS, 10_000 * MS);
+        other.observe(MS, 11_000 * MS);
+        assert!(slowish.stale_against(11_000 * MS, &other).is_some());
+        slowish.probing(MS as f64);
+        slowish.observe(200 * MS, 11_000 * MS);
+        assert_eq!(slowish.rtt(11_000 * MS), Some(200.0 * MS as f64));
         // A probe answered with a 5xx (no speed measured): the estimate stands, as decayed so
         // far, and the wait doubles.
         let mut flaky = PeakEwma::default();
