@@ -12,8 +12,9 @@
 //! new instance's first, cold one) kept a server out of a worker's rotation for 10–30 s. Now
 //! it is asked again within about a second, and is back in rotation with its first fast
 //! answer. A server chosen that way whose answer is a 5xx, or still more than twice as slow as
-//! the candidate it was chosen over, waits twice as long before it is asked again (2, 4, …
-//! 32 s), so one that stays slow costs its callers a few requests a minute, not one a second.
+//! (and over a millisecond slower than) the candidate it was chosen over, waits twice as long
+//! before it is asked again (2, 4, … 32 s), so one that stays slow costs its callers a few
+//! requests a minute, not one a second.
 //!
 //! A refused connection is charged too, but that charge fades with a 1 s constant: the
 //! server's host answered, so its process is down or restarting, and once it listens again it
@@ -33,6 +34,9 @@ const REFUSED_DECAY_NS: f64 = 1e9;
 const STALE_NS: u64 = 1_000_000_000;
 /// At most 32 s between probes of a server that stays slow.
 const MAX_BACKOFF: u8 = 5;
+/// A probe's answer counts as still slow only when it is also this much slower than the
+/// candidate it was chosen over (below a millisecond, twice as slow is scheduling noise).
+const SLOW_MARGIN_NS: f64 = 1e6;
 
 /// What an estimate was last made of.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -114,7 +118,8 @@ impl PeakEwma {
             self.rtt(now_ns)
         };
         if self.probe_bar_ns > 0.0 {
-            self.backoff = if sample > 2.0 * self.probe_bar_ns {
+            let bar = self.probe_bar_ns;
+            self.backoff = if sample > 2.0 * bar && sample - bar > SLOW_MARGIN_NS {
                 (self.backoff + 1).min(MAX_BACKOFF)
             } else {
                 0
@@ -339,6 +344,16 @@ mod tests {
         slowish.probing(MS as f64);
         slowish.observe(200 * MS, 11_000 * MS);
         assert_eq!(slowish.rtt(11_000 * MS), Some(200.0 * MS as f64));
+        // Below a millisecond, twice as slow is noise: the wait does not double.
+        let (mut quick, mut quicker) = (PeakEwma::default(), PeakEwma::default());
+        quick.observe(5 * MS, 10_000 * MS);
+        quicker.observe(MS / 5, 11_000 * MS);
+        assert!(quick.stale_against(11_000 * MS, &quicker).is_some());
+        quick.probing((MS / 5) as f64);
+        quick.observe(MS / 2, 11_000 * MS);
+        quick.observe(5 * MS, 11_000 * MS);
+        quicker.observe(MS / 5, 12_000 * MS);
+        assert!(quick.stale_against(12_000 * MS, &quicker).is_some());
         // A probe answered with a 5xx (no speed measured): the estimate stands, as decayed so
         // far, and the wait doubles.
         let mut flaky = PeakEwma::default();
