@@ -127,6 +127,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Poll `cond` every 10 ms until it holds or `limit` passes; whether it held.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
 /// Which address of a socket [`tcp_sockets`] matches on.
 #[derive(Clone, Copy)]
 pub enum Side {

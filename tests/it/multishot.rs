@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::harness::{
-    catch_all, tcp_sockets, Client, Ringway, Side, TCP_CLOSE_WAIT, TCP_ESTABLISHED,
+    catch_all, eventually, tcp_sockets, Client, Ringway, Side, TCP_CLOSE_WAIT, TCP_ESTABLISHED,
 };
 use crate::origin::{Origin, Reply};
 
@@ -23,15 +23,8 @@ fn workers_use_multishot_receives_where_the_kernel_has_them() {
         log.contains(&format!("multishot_recv={want}")),
         "worker line should say multishot_recv={want}: {log}"
     );
-    let epoll = Ringway::start(
-        &catch_all(&[origin.addr]),
-        "[node]\nio_driver = \"epoll\"\n",
-    );
-    assert!(
-        epoll.log().contains("multishot_recv=false"),
-        "{}",
-        epoll.log()
-    );
+    let epoll = epoll_log(origin.addr);
+    assert!(epoll.contains("multishot_recv=false"), "{epoll}");
 }
 
 #[test]
@@ -266,15 +259,6 @@ fn established_to(server: std::net::SocketAddr) -> usize {
     tcp_sockets(server.port(), Side::Remote, TCP_ESTABLISHED)
 }
 
-/// Wait up to five seconds for `done`.
-fn eventually(done: impl Fn() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !done() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    done()
-}
-
 /// Long-lived sockets take slots in the worker's table of registered files (io_uring, Linux
 /// 5.19), so their receives and sends skip the kernel's descriptor lookup: a client connection
 /// after eight responses, a pooled upstream connection when reused. With a table of two slots,
@@ -317,7 +301,7 @@ fn keep_alive_clients_beyond_a_small_registered_file_table_come_and_go_and_are_c
         }
         drop(clients);
         assert!(
-            eventually(|| close_wait_at(rw.addr) == 0),
+            eventually(Duration::from_secs(5), || close_wait_at(rw.addr) == 0),
             "round {round}: {} left in CLOSE_WAIT: {}",
             close_wait_at(rw.addr),
             rw.log()
@@ -329,7 +313,7 @@ fn keep_alive_clients_beyond_a_small_registered_file_table_come_and_go_and_are_c
         "a pooled upstream connection"
     );
     assert!(
-        eventually(|| established_to(origin.addr) == 0),
+        eventually(Duration::from_secs(5), || established_to(origin.addr) == 0),
         "the idle upstream connection is closed: {}",
         rw.log()
     );
@@ -342,13 +326,11 @@ fn keep_alive_clients_beyond_a_small_registered_file_table_come_and_go_and_are_c
             defaults.log()
         );
     }
-    let epoll = Ringway::start(
-        &catch_all(&[origin.addr]),
-        "[node]\nio_driver = \"epoll\"\n",
-    );
-    assert!(
-        epoll.log().contains("registered_files=0"),
-        "{}",
-        epoll.log()
-    );
+    let epoll = epoll_log(origin.addr);
+    assert!(epoll.contains("registered_files=0"), "{epoll}");
+}
+
+/// The log of a ringway on the epoll driver in front of `origin`.
+fn epoll_log(origin: std::net::SocketAddr) -> String {
+    Ringway::start(&catch_all(&[origin]), "[node]\nio_driver = \"epoll\"\n").log()
 }

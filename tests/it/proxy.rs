@@ -6,20 +6,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use crate::harness::{catch_all, find, get, request, Client, Ringway};
+use crate::harness::{catch_all, eventually, find, get, request, Client, Ringway};
 use crate::origin::{Origin, Reply};
-
-/// Poll `cond` until it holds or `limit` passes.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cond()
-}
 
 fn proxy_to(origin: &Origin) -> Ringway {
     Ringway::start(&catch_all(&[origin.addr]), "")

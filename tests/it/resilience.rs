@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::admin::{scrape, with_admin};
-use crate::harness::{get, Client, PortHold, Ringway};
+use crate::harness::{eventually, get, Client, PortHold, Ringway};
 use crate::origin::{Origin, Reply};
 
 /// Routes: backend `b` with `servers` behind a catch-all frontend `f`, with the cbreaker
@@ -34,18 +34,6 @@ fn routes(servers: &[SocketAddr], breaker: Option<serde_json::Value>, extra: &[&
         );
     }
     serde_json::Value::Object(map).to_string()
-}
-
-/// Poll `check` every 20 ms until it holds or `limit` passes.
-fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 fn routes_json(admin: SocketAddr) -> serde_json::Value {
