@@ -16,7 +16,7 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-PROXY_ORDER = ["ringway", "ringway-b", "ringway-epoll", "ringway-log", "nginx", "haproxy", "haproxy-tcp", "pingora"]
+PROXY_ORDER = ["ringway", "ringway-b", "ringway-epoll", "ringway-log", "nginx", "nginx-fwd", "haproxy", "haproxy-tcp", "pingora"]
 PROXY_LABEL = {
     "ringway": "ringway",
     "ringway-b": "ringway (B build)",
@@ -30,6 +30,7 @@ PROXY_LABEL = {
     "ringway-sick-rr": "ringway, round_robin + ejection + 5xx retry",
     "ringway-sick-p2c": "ringway, p2c_ewma + ejection + 5xx retry",
     "nginx": "nginx",
+    "nginx-fwd": "nginx adding ringway's request fields",
     "haproxy": "HAProxy HTTP",
     "haproxy-tcp": "HAProxy TCP (L4 floor)",
     "pingora": "Pingora",
@@ -583,6 +584,7 @@ COLORS = {
     "ringway-epoll": "#ff9896",
     "ringway-log": "#c49c94",
     "nginx": "#2ca02c",
+    "nginx-fwd": "#98df8a",
     "haproxy": "#1f77b4",
     "haproxy-tcp": "#aec7e8",
     "pingora": "#ff7f0e",
