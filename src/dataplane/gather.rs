@@ -163,6 +163,41 @@ mod tests {
     }
 
     #[test]
+    fn a_gather_of_one_buffer_arrives_whole_as_a_plain_send() {
+        // One iovec on a stream with vectorized sends goes as a plain SEND of the buffer;
+        // megabytes of it take several partial sends, resumed mid-buffer.
+        if !monoio::utils::detect_vectorized_send() {
+            return;
+        }
+        let data: Vec<u8> = (0..3 << 20).map(|i: u32| (i * 13 % 251) as u8).collect();
+        let expected = data.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let (mut theirs, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            std::io::Read::read_to_end(&mut theirs, &mut got).unwrap();
+            got
+        });
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .build()
+            .expect("an io_uring runtime")
+            .block_on(async move {
+                let mut ours = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
+                ours.set_send_vectorized(true);
+                let mut g = Gather::new(data, Vec::new(), Vec::new());
+                g.push_data(0, 3 << 20);
+                assert_eq!(g.read_iovec_len(), 1);
+                let (res, g) = write_gather(&mut ours, g).await;
+                res.unwrap();
+                assert_eq!(g.remaining(), 0);
+            });
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "bytes out of order");
+    }
+
+    #[test]
     fn a_gathered_write_arrives_whole_and_in_order_as_writev_and_as_a_vectorized_send() {
         let mut modes = vec![false];
         // Linux 6.17 or newer; older kernels only have the WRITEV.

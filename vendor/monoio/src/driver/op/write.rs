@@ -207,6 +207,18 @@ impl<T: IoVecBuf> OpAble for WriteVec<T> {
         let len = self.buf_vec.read_iovec_len() as _;
         let (fd, fixed) = self.fd.uring_target();
         if self.send {
+            if len == 1 {
+                // One buffer: a plain `SEND` of it, which the kernel takes as a single user
+                // buffer; an iovec array, even of one entry, is copied in and walked.
+                // SAFETY: `read_iovec_ptr` points at `read_iovec_len` (here 1) valid iovecs.
+                let one: libc::iovec = unsafe { *ptr };
+                let wait_all = if self.whole { libc::MSG_WAITALL } else { 0 };
+                let n = one.iov_len.min(u32::MAX as usize) as u32;
+                return opcode::Send::new(types::Fd(fd), one.iov_base.cast(), n)
+                    .flags((libc::MSG_NOSIGNAL | wait_all) as _)
+                    .build()
+                    .flags(fixed);
+            }
             return vectorized_send(fd, ptr, len, self.whole).flags(fixed);
         }
         opcode::Writev::new(types::Fd(fd), ptr, len)
