@@ -8,7 +8,7 @@ mod head;
 pub mod request;
 pub mod response;
 #[cfg(test)]
-mod test_rng;
+pub(crate) mod test_rng;
 pub mod upgrade;
 
 pub use chunked::{ChunkProgress, ChunkedDecoder};

@@ -1,5 +1,5 @@
-//! The forwarded request head: the request line and kept fields as slices of the received
-//! bytes, then the proxy's own lines (Host, X-Forwarded-*, X-Request-Id), in one gather list.
+//! The forwarded request head: the request line and kept fields as received, then the proxy's
+//! own lines (Host, X-Forwarded-*, X-Request-Id), written out as one buffer.
 
 use super::super::conn::Conn;
 use super::super::gather::Gather;
@@ -7,8 +7,12 @@ use super::super::worker::Worker;
 use super::{BodyState, Target};
 use crate::http::{FieldKind, RequestHead, Version};
 
-/// The forwarded head: the request line and kept fields as slices of `rbuf`, then the proxy's
-/// own lines, then the body bytes already received.
+/// The forwarded head, in `c.extra`: the request line and kept fields copied from `rbuf`,
+/// then the proxy's own lines; the body bytes already received follow it as a range of
+/// `rbuf`. One buffer rather than slices of `rbuf` between the proxy's lines: the kernel sends
+/// a single buffer cheaper than an iovec array, by more than the copy of the head costs
+/// (`bench/results/profile.md`, tenth pass). `rbuf` is left as received (a retry builds the
+/// head from it again).
 pub(super) fn build_upstream_head(
     c: &mut Conn,
     w: &Worker,
@@ -24,27 +28,56 @@ pub(super) fn build_upstream_head(
     } = target;
     let mut extra = std::mem::take(&mut c.extra);
     extra.clear();
-    // A rewritten target (a middleware's whole target, or an edge rule's new prefix) goes
-    // first in `extra`; the proxy's lines follow it.
-    let target_start = extra.len();
-    if !c.target.is_empty() {
-        extra.extend_from_slice(&c.target);
-    } else if let Some(r) = rewrite {
-        extra.extend_from_slice(r.prefix);
-    }
-    let target_end = extra.len();
-    let lines_start = extra.len();
     let rbuf = &c.rbuf;
     let trusted = c.trusted_hop;
     let pass_host = fe.settings.pass_host_header;
-    let mut has_proto = false;
-    let mut has_fwd_host = false;
-    let mut has_request_id = false;
-    let mut xff_started = false;
+
+    // The request line: a rewrite middleware's whole target (which already includes the
+    // edge's rewrite), an edge rule's new prefix before the rest of the received path and
+    // query, or the received target byte for byte.
+    let method = head.method_span.of(rbuf);
+    if !c.target.is_empty() {
+        extra.extend_from_slice(method);
+        extra.push(b' ');
+        extra.extend_from_slice(&c.target);
+        extra.extend_from_slice(version_tail(head.version));
+    } else if let Some(r) = rewrite {
+        extra.extend_from_slice(method);
+        extra.push(b' ');
+        extra.extend_from_slice(r.prefix);
+        extra.extend_from_slice(
+            &rbuf[head.path.start as usize + r.cut..head.path_and_query.end as usize],
+        );
+        extra.extend_from_slice(version_tail(head.version));
+    } else if head.version == Version::Http11 && head.path_and_query == head.target {
+        let line_end = head.target.end as usize + b" HTTP/1.1\r\n".len();
+        extra.extend_from_slice(&rbuf[..line_end]);
+    } else {
+        extra.extend_from_slice(method);
+        extra.push(b' ');
+        extra.extend_from_slice(head.path_and_query.of(rbuf));
+        extra.extend_from_slice(version_tail(head.version));
+    }
 
     // An absolute-form target's authority overrides the Host field (RFC 9112 §3.2.2).
     let absolute_form = head.path_and_query != head.target;
     let host_replaced = !pass_host || absolute_form;
+    for f in &c.fields {
+        // A mesh hop keeps the previous hop's X-Forwarded-Proto/Host and X-Request-Id (unless
+        // `Connection` named them) and rebuilds X-Forwarded-For with the peer appended.
+        let skip = f.drop
+            || matches!(f.kind, FieldKind::Expect | FieldKind::XForwardedFor)
+            || (f.kind == FieldKind::Host && host_replaced)
+            || (!trusted && f.kind.is_forwarding());
+        if !skip {
+            extra.extend_from_slice(f.line.of(rbuf));
+        }
+    }
+
+    let mut has_proto = false;
+    let mut has_fwd_host = false;
+    let mut has_request_id = false;
+    let mut xff_started = false;
     if !pass_host {
         extra.extend_from_slice(b"Host: ");
         match &fe.settings.hostname {
@@ -140,62 +173,15 @@ pub(super) fn build_upstream_head(
         extra.extend_from_slice(b"\r\nConnection: upgrade\r\n");
     }
 
+    extra.extend_from_slice(b"\r\n");
+
     let mut g = Gather::new(
         std::mem::take(&mut c.rbuf),
         extra,
         std::mem::take(&mut c.iov),
     );
-    let line_end = head.target.end as usize + b" HTTP/1.1\r\n".len();
-    if !c.target.is_empty() {
-        // A rewrite middleware's target (which already includes the edge's rewrite).
-        g.push_data(
-            head.method_span.start as usize,
-            head.method_span.end as usize,
-        );
-        g.push_static(b" ");
-        g.push_extra(target_start, target_end);
-        g.push_static(version_tail(head.version));
-    } else if let Some(r) = rewrite {
-        // New prefix, then the rest of the received path and the query, byte for byte.
-        g.push_data(
-            head.method_span.start as usize,
-            head.method_span.end as usize,
-        );
-        g.push_static(b" ");
-        g.push_extra(target_start, target_end);
-        g.push_data(
-            head.path.start as usize + r.cut,
-            head.path_and_query.end as usize,
-        );
-        g.push_static(version_tail(head.version));
-    } else if head.version == Version::Http11 && head.path_and_query == head.target {
-        g.push_data(0, line_end);
-    } else {
-        g.push_data(
-            head.method_span.start as usize,
-            head.method_span.end as usize,
-        );
-        g.push_static(b" ");
-        g.push_data(
-            head.path_and_query.start as usize,
-            head.path_and_query.end as usize,
-        );
-        g.push_static(version_tail(head.version));
-    }
-    for f in &c.fields {
-        // A mesh hop keeps the previous hop's X-Forwarded-Proto/Host and X-Request-Id (unless
-        // `Connection` named them) and rebuilds X-Forwarded-For with the peer appended.
-        let skip = f.drop
-            || matches!(f.kind, FieldKind::Expect | FieldKind::XForwardedFor)
-            || (f.kind == FieldKind::Host && host_replaced)
-            || (!trusted && f.kind.is_forwarding());
-        if !skip {
-            g.push_data(f.line.start as usize, f.line.end as usize);
-        }
-    }
-    let extra_len = g.extra.len();
-    g.push_extra(lines_start, extra_len);
-    g.push_static(b"\r\n");
+    let head_end = g.extra.len();
+    g.push_extra(0, head_end);
     g.push_data(head.head_len, body.buffered_end);
     g
 }
