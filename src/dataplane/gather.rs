@@ -145,8 +145,7 @@ mod tests {
         assert_eq!(unsafe { *(first.iov_base as *const u8) }, b'Y');
     }
 
-    /// Several megabytes in four iovecs: the socket takes them in partial writes, which
-    /// `write_gather` resumes mid-iovec.
+    /// Several megabytes in four iovecs.
     fn big_gather() -> (Gather, Vec<u8>) {
         let data: Vec<u8> = (0..3 << 20).map(|i: u32| (i * 7 % 251) as u8).collect();
         let extra = b"X-Extra: 1\r\n".to_vec();
@@ -162,15 +161,18 @@ mod tests {
         (g, expected)
     }
 
-    #[test]
-    fn a_gather_of_one_buffer_arrives_whole_as_a_plain_send() {
-        // One iovec on a stream with vectorized sends goes as a plain SEND of the buffer;
-        // megabytes of it take several partial sends, resumed mid-buffer.
-        if !monoio::utils::detect_vectorized_send() {
-            return;
-        }
+    /// Megabytes in one iovec: on a stream with vectorized sends a plain `SEND` of the buffer.
+    fn one_buffer_gather() -> (Gather, Vec<u8>) {
         let data: Vec<u8> = (0..3 << 20).map(|i: u32| (i * 13 % 251) as u8).collect();
         let expected = data.clone();
+        let mut g = Gather::new(data, Vec::new(), Vec::new());
+        g.push_data(0, 3 << 20);
+        assert_eq!(g.read_iovec_len(), 1);
+        (g, expected)
+    }
+
+    /// What a loopback peer receives when `g` is written to it with `write_gather`.
+    fn received(g: Gather, vectorized: bool) -> Vec<u8> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let reader = std::thread::spawn(move || {
@@ -184,19 +186,16 @@ mod tests {
             .expect("an io_uring runtime")
             .block_on(async move {
                 let mut ours = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
-                ours.set_send_vectorized(true);
-                let mut g = Gather::new(data, Vec::new(), Vec::new());
-                g.push_data(0, 3 << 20);
-                assert_eq!(g.read_iovec_len(), 1);
+                ours.set_send_vectorized(vectorized);
                 let (res, g) = write_gather(&mut ours, g).await;
                 res.unwrap();
                 assert_eq!(g.remaining(), 0);
             });
-        let got = reader.join().unwrap();
-        assert_eq!(got.len(), expected.len());
-        assert!(got == expected, "bytes out of order");
+        reader.join().unwrap()
     }
 
+    /// Four pieces and one buffer, each megabytes long: the socket takes them in partial
+    /// writes, resumed mid-iovec, as a WRITEV and as a (vectorized or plain) SEND.
     #[test]
     fn a_gathered_write_arrives_whole_and_in_order_as_writev_and_as_a_vectorized_send() {
         let mut modes = vec![false];
@@ -205,31 +204,19 @@ mod tests {
             modes.push(true);
         }
         for vectorized in modes {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let reader = std::thread::spawn(move || {
-                let (mut theirs, _) = listener.accept().unwrap();
-                let mut got = Vec::new();
-                std::io::Read::read_to_end(&mut theirs, &mut got).unwrap();
-                got
-            });
-            let (g, expected) = big_gather();
-            monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-                .build()
-                .expect("an io_uring runtime")
-                .block_on(async move {
-                    let mut ours = monoio::net::TcpStream::connect_addr(addr).await.unwrap();
-                    ours.set_send_vectorized(vectorized);
-                    let (res, g) = write_gather(&mut ours, g).await;
-                    res.unwrap();
-                    assert_eq!(g.remaining(), 0);
-                });
-            let got = reader.join().unwrap();
-            assert_eq!(got.len(), expected.len(), "vectorized send: {vectorized}");
-            assert!(
-                got == expected,
-                "bytes out of order (vectorized send: {vectorized})"
-            );
+            for (g, expected) in [big_gather(), one_buffer_gather()] {
+                let pieces = g.read_iovec_len();
+                let got = received(g, vectorized);
+                assert_eq!(
+                    got.len(),
+                    expected.len(),
+                    "vectorized send: {vectorized}, {pieces} iovecs"
+                );
+                assert!(
+                    got == expected,
+                    "bytes out of order (vectorized send: {vectorized}, {pieces} iovecs)"
+                );
+            }
         }
     }
 
