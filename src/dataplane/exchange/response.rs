@@ -421,9 +421,6 @@ pub(super) async fn relay_response(
     })
 }
 
-/// Drop a response the failover predicate retries. Its connection goes back to the pool when
-/// the whole (small) body is already read and nothing follows it; otherwise it is closed,
-/// since reading a body nobody wants costs more than a new connection.
 /// Moves the forwarded response head (the status line `head[..status_end]`, the kept
 /// `fields`, the proxy's `lines`, the blank line) within `head` so that it ends where the
 /// received head ended, at `head_len`, right before the body bytes that came with it: the
@@ -470,6 +467,9 @@ fn close_up_head(
     Some(dest)
 }
 
+/// Drop a response the failover predicate retries. Its connection goes back to the pool when
+/// the whole (small) body is already read and nothing follows it; otherwise it is closed,
+/// since reading a body nobody wants costs more than a new connection.
 fn discard_response(
     w: &Worker,
     target: Target<'_>,
