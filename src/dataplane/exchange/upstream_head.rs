@@ -35,27 +35,26 @@ pub(super) fn build_upstream_head(
     // The request line: a rewrite middleware's whole target (which already includes the
     // edge's rewrite), an edge rule's new prefix before the rest of the received path and
     // query, or the received target byte for byte.
-    let method = head.method_span.of(rbuf);
-    if !c.target.is_empty() {
-        extra.extend_from_slice(method);
-        extra.push(b' ');
-        extra.extend_from_slice(&c.target);
-        extra.extend_from_slice(version_tail(head.version));
-    } else if let Some(r) = rewrite {
-        extra.extend_from_slice(method);
-        extra.push(b' ');
-        extra.extend_from_slice(r.prefix);
-        extra.extend_from_slice(
-            &rbuf[head.path.start as usize + r.cut..head.path_and_query.end as usize],
-        );
-        extra.extend_from_slice(version_tail(head.version));
-    } else if head.version == Version::Http11 && head.path_and_query == head.target {
+    let as_received = c.target.is_empty()
+        && rewrite.is_none()
+        && head.version == Version::Http11
+        && head.path_and_query == head.target;
+    if as_received {
         let line_end = head.target.end as usize + b" HTTP/1.1\r\n".len();
         extra.extend_from_slice(&rbuf[..line_end]);
     } else {
-        extra.extend_from_slice(method);
+        extra.extend_from_slice(head.method_span.of(rbuf));
         extra.push(b' ');
-        extra.extend_from_slice(head.path_and_query.of(rbuf));
+        if !c.target.is_empty() {
+            extra.extend_from_slice(&c.target);
+        } else if let Some(r) = rewrite {
+            extra.extend_from_slice(r.prefix);
+            extra.extend_from_slice(
+                &rbuf[head.path.start as usize + r.cut..head.path_and_query.end as usize],
+            );
+        } else {
+            extra.extend_from_slice(head.path_and_query.of(rbuf));
+        }
         extra.extend_from_slice(version_tail(head.version));
     }
 
