@@ -360,10 +360,11 @@ fn a_server_whose_first_answer_was_slow_is_back_in_rotation_within_seconds() {
         .map(|(_, s)| s.as_str())
         .collect();
     // At equal speeds p2c shares by sub-millisecond noise, so a share well below a third is
-    // still back in rotation; decay alone gives it none.
+    // still back in rotation (2-63% in runs here; on a busy machine a probe's answer can come
+    // back over a millisecond late and double the wait); decay alone gives it none.
     let cold_share = last_second.iter().filter(|s| **s == "cold").count();
     assert!(
-        !last_second.is_empty() && cold_share * 20 >= last_second.len(),
+        !last_second.is_empty() && cold_share >= 3,
         "the server with one slow answer got {cold_share} of the {} requests 1.5-2.5 s after it",
         last_second.len()
     );
